@@ -1,0 +1,85 @@
+"""The real Wan2.2-TI2V-5B backbone, VAE and umT5-XXL text encoder at FashionChameleon's 1280x704 resolution.
+
+Teacher sample: python -m fc_jax.sample --config=configs/wan22_ti2v_5b.py --checkpoint=DIR ...
+Memory:         python -m fc_jax.bench memory --config=configs/wan22_ti2v_5b.py
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "wan22_ti2v_5b"
+
+    # The diffusion transformer (REFERENCE §1).
+    c.model = ml_collections.ConfigDict(
+        dict(
+            patch_size=(1, 2, 2),
+            in_channels=48,
+            out_channels=48,
+            dim=3072,
+            ffn_dim=14336,
+            num_heads=24,
+            num_layers=30,
+            text_dim=4096,
+            text_len=512,
+            freq_dim=256,
+            eps=1e-6,
+            rope_theta=10000.0,
+            rope_max_positions=1024,
+            param_dtype="bfloat16",
+            dtype="bfloat16",
+            # nn.remat policy name: "none", "full", "dots", "dots_no_batch" (see fc_jax.models.dit.REMAT_POLICIES).
+            remat_policy="none",
+            attention=ml_collections.ConfigDict(dict(backend="cudnn", q_block=1024, kv_block=1024)),
+        )
+    )
+
+    # The Wan2.2 VAE (REFERENCE §2).
+    c.vae = ml_collections.ConfigDict(
+        dict(
+            z_dim=48,
+            encoder_dim=160,
+            decoder_dim=256,
+            dim_mult=(1, 2, 4, 4),
+            encoder_res_blocks=2,
+            decoder_res_blocks=3,
+            temporal_downsample=(False, True, True),
+            patch_size=2,
+            param_dtype="float32",
+            dtype="bfloat16",
+        )
+    )
+
+    # The umT5-XXL text encoder (REFERENCE §3).
+    c.umt5 = ml_collections.ConfigDict(
+        dict(
+            vocab_size=256384,
+            d_model=4096,
+            num_heads=64,
+            d_kv=64,
+            d_ff=10240,
+            num_layers=24,
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            eps=1e-6,
+            text_len=512,
+            param_dtype="bfloat16",
+            dtype="bfloat16",
+        )
+    )
+
+    # Flow matching and sampling (REFERENCE §4-5).
+    c.sampling = ml_collections.ConfigDict(
+        dict(
+            num_train_timesteps=1000,
+            shift=5.0,
+            teacher_steps=50,
+            guidance_scale=3.0,
+            student_timesteps=(1000, 750, 500, 250),
+        )
+    )
+
+    # Video geometry (REFERENCE §5): 1280 (H) x 704 (W) portrait, 81 frames = 21 latent frames.
+    c.video = ml_collections.ConfigDict(dict(height=1280, width=704, num_frames=81, fps=24))
+    return c
