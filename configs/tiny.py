@@ -3,13 +3,16 @@
 Teacher sample: python -m fc_jax.sample --config=configs/tiny.py --output=out/tiny_sample.npz
 """
 
+import os
+import runpy
+
 import ml_collections
 
-from configs import wan22_ti2v_5b
+_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wan22_ti2v_5b.py")
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = wan22_ti2v_5b.get_config()
+    c = runpy.run_path(_BASE)["get_config"]()
     c.name = "tiny"
     c.model.update(
         dict(

@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
             dtype="bfloat16",
             # nn.remat policy name: "none", "full", "dots", "dots_no_batch" (see fc_jax.models.dit.REMAT_POLICIES).
             remat_policy="none",
-            attention=ml_collections.ConfigDict(dict(backend="cudnn", q_block=1024, kv_block=1024)),
+            attention=ml_collections.ConfigDict(dict(backend="auto", q_block=1024, kv_block=1024)),
         )
     )
 
@@ -66,6 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
             text_len=512,
             param_dtype="bfloat16",
             dtype="bfloat16",
+            # nn.remat policy name, as for the DiT (see fc_jax.models.umt5.REMAT_POLICIES).
+            remat_policy="none",
         )
     )
 

@@ -241,13 +241,13 @@ def convert(
     reader: TensorReader,
     rules: Iterable[Rule],
     target_shapes: Mapping,
-    dtype: Any = np.float32,
+    dtype: Any = None,
     ignore: Callable[[str], bool] = lambda key: False,
     progress: bool = False,
 ) -> dict:
     """Fill the tree `target_shapes` (a nested dict of arrays / ShapeDtypeStructs) from `reader` by `rules`.
 
-    Returns a nested dict of numpy arrays in `dtype`. Raises `CheckpointError` listing every missing source key,
+    Returns a nested dict of numpy arrays, each in its target leaf's dtype (or in `dtype` where given). Raises `CheckpointError` listing every missing source key,
     unexpected source key (not named by any rule and not `ignore`d), mis-shaped tensor, and unfilled leaf.
     """
     rules = list(rules)
@@ -277,9 +277,14 @@ def convert(
     for rule in iterator:
         want = tuple(targets[rule.target].shape)
         per_layer = want[1:] if rule.layers is not None else want
-        buf = np.empty(want, dtype=dtype)
+        leaf_dtype = dtype if dtype is not None else getattr(targets[rule.target], "dtype", np.float32)
+        buf = np.empty(want, dtype=leaf_dtype)
         for i, key in enumerate(rule.sources()):
-            value = rule.transform(reader.get(key))
+            try:
+                value = rule.transform(reader.get(key))
+            except ValueError as e:  # e.g. a reshape the tensor's size does not allow
+                misshaped.append(f"{key}: shape {tuple(reader.shape(key))} fails the layout change: {e}")
+                continue
             if tuple(value.shape) != per_layer:
                 misshaped.append(
                     f"{key}: shape {tuple(reader.shape(key))} -> {tuple(value.shape)} after layout change, "
@@ -323,6 +328,11 @@ def save_params(params: Mapping, directory: str) -> None:
         raise FileExistsError(f"{directory} already exists; choose a new --dst")
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory, params)
+
+
+def is_orbax_checkpoint(directory: str) -> bool:
+    """Whether `directory` holds a checkpoint written by `save_params` (orbax metadata present)."""
+    return any(name.startswith("_CHECKPOINT_METADATA") or name == "_METADATA" for name in os.listdir(directory))
 
 
 def load_params(directory: str, target_shapes: Mapping | None = None) -> dict:

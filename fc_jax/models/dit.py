@@ -1,0 +1,418 @@
+"""WanDiT: the Wan2.2-TI2V-5B diffusion transformer in flax.linen (REFERENCE §1).
+
+One module serves every mode; the mode is an argument:
+- plain TI2V (video tokens only, RoPE frames 0..F-1) — `WanDiT.__call__`, for parity with upstream;
+- in-context (FashionChameleon): [reference frame, garment frame, video frames] at RoPE frames 0, 1, 2.., the two
+  condition frames at t = 0, output for the video frames only — `in_context_forward`;
+- block-causal (the streaming student) — pass a `BlockLayout` built by `fc_jax.models.attention`.
+
+Latents are channels-last `[B, F, H, W, C]`. Timesteps may be per sample `[B]`, per latent frame `[B, F]` or per
+token `[B, F·H'·W']` (H' = H/2, W' = W/2); per-frame timesteps run the time MLP once per frame instead of once per
+token. Norms, modulation, the time embedding and the residual stream are fp32; matmuls run in the config's dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax.models.attention import BlockLayout, attention
+from fc_jax.models.rope import apply_rope, grid_positions, rope_cos_sin
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+    """Static hyper-parameters of WanDiT (hashable, so it can be a module attribute)."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    in_channels: int = 48
+    out_channels: int = 48
+    dim: int = 3072
+    ffn_dim: int = 14336
+    num_heads: int = 24
+    num_layers: int = 30
+    text_dim: int = 4096
+    text_len: int = 512
+    freq_dim: int = 256
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_max_positions: int = 1024
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    remat_policy: str = "none"
+    attention_backend: str = "xla"
+    q_block: int = 1024
+    kv_block: int = 1024
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @classmethod
+    def from_config(cls, model) -> "DiTConfig":
+        """From the `model` section of an ml_collections config."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in model.items() if k in fields}
+        kwargs["patch_size"] = tuple(model.patch_size)
+        if "attention" in model:
+            kwargs.update(
+                attention_backend=model.attention.backend,
+                q_block=model.attention.q_block,
+                kv_block=model.attention.kv_block,
+            )
+        if model.dim % model.num_heads:
+            raise ValueError(f"dim {model.dim} is not divisible by num_heads {model.num_heads}")
+        if kwargs.get("remat_policy", "none") not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat_policy {kwargs['remat_policy']!r}; expected one of {list(REMAT_POLICIES)}")
+        return cls(**kwargs)
+
+
+def _dense(features: int, names: tuple[str, str], cfg: DiTConfig, name: str, zero_init: bool = False) -> nn.Dense:
+    init = nn.initializers.zeros if zero_init else nn.initializers.xavier_uniform()
+    return nn.Dense(
+        features,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nn.with_logical_partitioning(init, names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[1],)),
+        name=name,
+    )
+
+
+def _scaled_normal(d: int):
+    """N(0, 1/d) init of the modulation tables, as upstream."""
+    return lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape, dtype) / math.sqrt(d)
+
+
+def _constrain(x, names):
+    return nn.with_logical_constraint(x, names)
+
+
+class RMSNorm(nn.Module):
+    """x · rsqrt(mean(x²) + eps) · scale, in fp32 (q/k norm over the full width)."""
+
+    eps: float
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],), self.param_dtype
+        )
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def layer_norm(x, eps: float):
+    """LayerNorm without affine parameters, fp32."""
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def sinusoidal_embedding(t, dim: int):
+    """Timestep sinusoid [..., dim]: cos first, then sin, frequencies 10000^(-i/(dim/2)). fp32."""
+    half = dim // 2
+    freqs = jnp.asarray(np.power(10000.0, -np.arange(half, dtype=np.float64) / half), jnp.float32)
+    angles = t.astype(jnp.float32)[..., None] * freqs
+    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with q/k RMSNorm over the full width (self- or cross-attention)."""
+
+    cfg: DiTConfig
+
+    @nn.compact
+    def __call__(self, x, context, rope=None, layout: BlockLayout | None = None, kv_lengths=None):
+        cfg = self.cfg
+        b, t, _ = x.shape
+        dt = jnp.dtype(cfg.dtype)
+        q = RMSNorm(cfg.eps, name="norm_q")(_dense(cfg.dim, ("embed", "heads"), cfg, "q")(x.astype(dt)))
+        k = RMSNorm(cfg.eps, name="norm_k")(_dense(cfg.dim, ("embed", "heads"), cfg, "k")(context.astype(dt)))
+        v = _dense(cfg.dim, ("embed", "heads"), cfg, "v")(context.astype(dt))
+        split = lambda a: a.reshape(a.shape[0], a.shape[1], cfg.num_heads, cfg.head_dim)
+        q, k, v = split(q), split(k), split(v)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q = _constrain(q, ("batch", "tokens", "heads", "head_dim"))
+        y = attention(
+            q, k, v, backend=cfg.attention_backend, layout=layout, kv_lengths=kv_lengths,
+            q_block=cfg.q_block, kv_block=cfg.kv_block,
+        )
+        return _dense(cfg.dim, ("heads", "embed"), cfg, "o")(y.reshape(b, t, cfg.dim))
+
+
+class Block(nn.Module):
+    """One Wan block: modulated self-attention, affine-LN cross-attention, modulated FFN.
+
+    x: [B, L, D] fp32 residual stream; e0: [B, F, P, 6, D] modulation (P = 1 per frame or H'W' per token);
+    ctx: [B, Lt, D] embedded text; rope: (cos, sin) [L, head_dim/2].
+    """
+
+    cfg: DiTConfig
+    layout: BlockLayout | None = None
+
+    @nn.compact
+    def __call__(self, x, e0, ctx, rope, kv_lengths=None):
+        cfg = self.cfg
+        b, l, d = x.shape
+        f = e0.shape[1]
+        modulation = self.param(
+            "modulation",
+            nn.with_logical_partitioning(_scaled_normal(d), (None, "embed")),
+            (6, d),
+            jnp.float32,
+        )
+        mod = modulation.astype(jnp.float32) + e0  # [B, F, P, 6, D]
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = [mod[..., i, :] for i in range(6)]
+
+        def modulate(h, shift, scale):  # h [B, L, D] -> per frame [B, F, L/F, D]
+            h = h.reshape(b, f, l // f, d)
+            return (h * (1.0 + scale) + shift).reshape(b, l, d)
+
+        def gated(y, gate):
+            return (y.astype(jnp.float32).reshape(b, f, l // f, d) * gate).reshape(b, l, d)
+
+        h = modulate(layer_norm(x, cfg.eps), shift_sa, scale_sa)
+        x = x + gated(Attention(cfg, name="self_attn")(h, h, rope, self.layout, kv_lengths), gate_sa)
+        x = _constrain(x, ("batch", "tokens", "embed"))
+
+        h = nn.LayerNorm(
+            epsilon=cfg.eps,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="norm3",
+        )(x)
+        x = x + Attention(cfg, name="cross_attn")(h, ctx).astype(jnp.float32)
+
+        h = modulate(layer_norm(x, cfg.eps), shift_ff, scale_ff).astype(jnp.dtype(cfg.dtype))
+        h = nn.gelu(_dense(cfg.ffn_dim, ("embed", "mlp"), cfg, "ffn_0")(h), approximate=True)
+        h = _constrain(h, ("batch", "tokens", "mlp"))
+        x = x + gated(_dense(cfg.dim, ("mlp", "embed"), cfg, "ffn_1")(h), gate_ff)
+        return _constrain(x, ("batch", "tokens", "embed"))
+
+
+class _ScannedBlock(nn.Module):
+    """Adapter so `nn.scan` carries x and broadcasts the rest."""
+
+    cfg: DiTConfig
+    layout: BlockLayout | None = None
+
+    @nn.compact
+    def __call__(self, x, e0, ctx, rope, kv_lengths):
+        block = Block
+        policy = REMAT_POLICIES[self.cfg.remat_policy]
+        if self.cfg.remat_policy != "none":
+            block = nn.remat(Block, policy=policy, prevent_cse=False)
+        return block(self.cfg, self.layout, name="block")(x, e0, ctx, rope, kv_lengths), None
+
+
+class WanDiT(nn.Module):
+    """The Wan2.2 DiT. See the module docstring for the modes."""
+
+    cfg: DiTConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        latents,
+        timesteps,
+        context,
+        frame_positions=None,
+        layout: BlockLayout | None = None,
+        kv_lengths=None,
+    ):
+        """latents [B, F, H, W, C_in]; timesteps [B] | [B, F] | [B, F·H'·W']; context [B, Lt, text_dim];
+        frame_positions [F] RoPE frame index of each latent frame (default 0..F-1). Returns the flow
+        prediction [B, F, H, W, C_out] (fp32)."""
+        cfg = self.cfg
+        b, f, hgt, wid = self._check_inputs(latents, context)
+        pt, ph, pw = cfg.patch_size
+        gh, gw = hgt // ph, wid // pw
+        if frame_positions is None:
+            frame_positions = np.arange(f)
+        _check_positions(frame_positions, cfg.rope_max_positions, max(gh, gw))
+
+        x = nn.Conv(
+            cfg.dim,
+            kernel_size=cfg.patch_size,
+            strides=cfg.patch_size,
+            padding="VALID",
+            dtype=jnp.dtype(cfg.dtype),
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.xavier_uniform(), (None, None, None, "channels", "embed")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="patch_embedding",
+        )(latents.astype(jnp.dtype(cfg.dtype)))
+        x = x.reshape(b, f * gh * gw, cfg.dim).astype(jnp.float32)
+        x = _constrain(x, ("batch", "tokens", "embed"))
+
+        e, e0 = self._time_embedding(timesteps, b, f, gh * gw)
+        ctx = _dense(cfg.dim, ("kv", "embed"), cfg, "text_embedding_0")(context.astype(jnp.dtype(cfg.dtype)))
+        ctx = _dense(cfg.dim, ("embed", "embed"), cfg, "text_embedding_1")(nn.gelu(ctx, approximate=True))
+
+        rope = rope_cos_sin(
+            grid_positions(frame_positions, gh, gw), cfg.head_dim, cfg.rope_max_positions, cfg.rope_theta
+        )
+        blocks = nn.scan(
+            _ScannedBlock,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(cfg, layout, name="blocks")
+        x, _ = blocks(x, e0, ctx, rope, kv_lengths)
+        return self._head(x, e, b, f, gh, gw)
+
+    def _check_inputs(self, latents, context):
+        cfg = self.cfg
+        if latents.ndim != 5:
+            raise ValueError(f"latents must be [B, F, H, W, C] (channels-last); got shape {latents.shape}")
+        b, f, hgt, wid, c = latents.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"latents have {c} channels; this model expects {cfg.in_channels} (shape {latents.shape})")
+        pt, ph, pw = cfg.patch_size
+        if f % pt or hgt % ph or wid % pw:
+            raise ValueError(
+                f"latent grid (F, H, W) = {(f, hgt, wid)} is not divisible by the patch size {cfg.patch_size}"
+            )
+        if context.ndim != 3 or context.shape[0] != b or context.shape[-1] != cfg.text_dim:
+            raise ValueError(f"context must be [B={b}, L, {cfg.text_dim}]; got shape {context.shape}")
+        return b, f, hgt, wid
+
+    def _time_embedding(self, timesteps, b: int, f: int, per_frame: int):
+        """e [B, F, P, D] and e0 [B, F, P, 6, D] with P = 1 (per-sample / per-frame t) or H'W' (per-token t)."""
+        cfg = self.cfg
+        t = jnp.asarray(timesteps)
+        if t.ndim == 1:
+            t = jnp.broadcast_to(t[:, None, None], (b, f, 1))
+        elif t.ndim == 2 and t.shape[1] == f:
+            t = t[:, :, None]
+        elif t.ndim == 2 and t.shape[1] == f * per_frame:
+            t = t.reshape(b, f, per_frame)
+        else:
+            raise ValueError(
+                f"timesteps must be [B], [B, F={f}] or [B, F*H'*W'={f * per_frame}]; got shape {t.shape}"
+            )
+        fdense = lambda feats, names, name: nn.Dense(
+            feats, dtype=jnp.float32, param_dtype=jnp.dtype(cfg.param_dtype),
+            kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[1],)), name=name,
+        )
+        e = fdense(cfg.dim, (None, "embed"), "time_embedding_0")(sinusoidal_embedding(t, cfg.freq_dim))
+        e = fdense(cfg.dim, ("embed", "embed"), "time_embedding_1")(nn.silu(e))
+        e0 = fdense(6 * cfg.dim, ("embed", "mlp"), "time_projection")(nn.silu(e))
+        return e, e0.reshape(*e0.shape[:-1], 6, cfg.dim)
+
+    def _head(self, x, e, b, f, gh, gw):
+        cfg = self.cfg
+        d = cfg.dim
+        modulation = self.param(
+            "head_modulation",
+            nn.with_logical_partitioning(_scaled_normal(d), (None, "embed")),
+            (2, d),
+            jnp.float32,
+        )
+        mod = modulation.astype(jnp.float32) + e[..., None, :]  # [B, F, P, 2, D]
+        shift, scale = mod[..., 0, :], mod[..., 1, :]
+        h = layer_norm(x, cfg.eps).reshape(b, f, -1, d)
+        h = (h * (1.0 + scale) + shift).reshape(b, -1, d)
+        pt, ph, pw = cfg.patch_size
+        out = _dense(pt * ph * pw * cfg.out_channels, ("embed", "channels"), cfg, "head", zero_init=True)(
+            h.astype(jnp.dtype(cfg.dtype))
+        ).astype(jnp.float32)
+        out = out.reshape(b, f // pt, gh, gw, pt, ph, pw, cfg.out_channels)
+        out = jnp.transpose(out, (0, 1, 4, 2, 5, 3, 6, 7))
+        return out.reshape(b, f, gh * ph, gw * pw, cfg.out_channels)
+
+
+def _check_positions(frame_positions, max_positions: int, grid_extent: int):
+    """Raise before RoPE would read past its table (only where positions are concrete)."""
+    try:
+        top = int(np.max(np.asarray(frame_positions)))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    if top >= max_positions or grid_extent > max_positions:
+        raise ValueError(
+            f"RoPE positions exceed the table of {max_positions}: frame position {top}, grid extent {grid_extent}; "
+            "rebase positions (a fresh segment) or raise rope_max_positions"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The in-context mode (FashionChameleon).
+
+NUM_CONDITION_FRAMES = 2  # reference latent frame, garment latent frame
+
+
+def in_context_inputs(reference, garment, video, video_timesteps):
+    """Assemble the in-context sequence.
+
+    reference, garment: [B, 1, H, W, C] clean latents; video: [B, F, H, W, C] noisy latents;
+    video_timesteps: [B] or [B, F]. Returns (latents [B, 2+F, H, W, C], timesteps [B, 2+F] with the condition
+    frames at t = 0, frame_positions [2+F] = 0, 1, 2, ...).
+    """
+    for name, cond in (("reference", reference), ("garment", garment)):
+        if cond.ndim != 5 or cond.shape[1] != 1 or cond.shape[0] != video.shape[0] or cond.shape[2:] != video.shape[2:]:
+            raise ValueError(
+                f"{name} latent must be [B, 1, H, W, C] matching the video {video.shape}; got {cond.shape}"
+            )
+    b, f = video.shape[:2]
+    t = jnp.asarray(video_timesteps, jnp.float32)
+    t = jnp.broadcast_to(t[:, None], (b, f)) if t.ndim == 1 else t
+    timesteps = jnp.concatenate([jnp.zeros((b, NUM_CONDITION_FRAMES), jnp.float32), t], axis=1)
+    latents = jnp.concatenate([reference.astype(video.dtype), garment.astype(video.dtype), video], axis=1)
+    return latents, timesteps, np.arange(NUM_CONDITION_FRAMES + f)
+
+
+def in_context_forward(model: WanDiT, params, reference, garment, video, video_timesteps, context, layout=None):
+    """Flow prediction for the video frames only, [B, F, H, W, C], conditions at RoPE frames 0, 1 and t = 0."""
+    latents, timesteps, positions = in_context_inputs(reference, garment, video, video_timesteps)
+    out = model.apply({"params": params}, latents, timesteps, context, positions, layout)
+    return out[:, NUM_CONDITION_FRAMES:]
+
+
+def build_model(config) -> WanDiT:
+    """WanDiT from a full ml_collections config (uses its `model` section)."""
+    return WanDiT(DiTConfig.from_config(config.model))
+
+
+def abstract_params(model: WanDiT, batch: int = 1, frames: int = 1, height: int = 2, width: int = 2):
+    """Parameter shapes via `jax.eval_shape` (nothing allocated), as plain arrays-of-ShapeDtypeStruct."""
+    cfg = model.cfg
+
+    def init():
+        latents = jnp.zeros((batch, frames, height, width, cfg.in_channels), jnp.float32)
+        context = jnp.zeros((batch, 1, cfg.text_dim), jnp.float32)
+        return model.init(jax.random.key(0), latents, jnp.zeros((batch,)), context)["params"]
+
+    return nn.unbox(jax.eval_shape(init))
+
+
+def init_params(model: WanDiT, key, batch: int = 1, frames: int = 1, height: int = 2, width: int = 2):
+    """Random parameters (plain arrays, logical-axis boxes removed)."""
+    cfg = model.cfg
+    latents = jnp.zeros((batch, frames, height, width, cfg.in_channels), jnp.float32)
+    context = jnp.zeros((batch, 1, cfg.text_dim), jnp.float32)
+    return nn.unbox(model.init(key, latents, jnp.zeros((batch,)), context)["params"])
