@@ -1,0 +1,1 @@
+"""Flow-matching schedules, the UniPC teacher solver and samplers."""

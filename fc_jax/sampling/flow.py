@@ -1,0 +1,80 @@
+"""Flow-matching schedule math (REFERENCE §4-5).
+
+Conventions: `x_t = (1 − σ)·x0 + σ·ε`, `t = 1000·σ`, the model predicts the flow `v = ε − x0`, so
+`x0 = x_t − σ·v`. The training table follows Self-Forcing's `FlowMatchScheduler(shift, sigma_min=0,
+extra_one_step=True).set_timesteps(1000, training=True)` used by the authors: σ = linspace(1, 0, 1001)[:-1]
+shifted, t = 1000·σ, and Gaussian-shaped per-timestep loss weights.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def shift_sigma(sigma, shift: float):
+    """σ' = s·σ / (1 + (s − 1)·σ). Works on numpy and jax arrays."""
+    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
+
+
+def training_timesteps(shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
+    """The shifted training table, [num_train_timesteps] descending from 1000 (float64)."""
+    sigmas = np.linspace(1.0, 0.0, num_train_timesteps + 1)[:-1]
+    return shift_sigma(sigmas, shift) * num_train_timesteps
+
+
+def training_weights(shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
+    """Gaussian-shaped loss weight of each table entry: exp(−2((t − n/2)/n)²), min-shifted, summing to n."""
+    t = training_timesteps(shift, num_train_timesteps)
+    n = num_train_timesteps
+    y = np.exp(-2.0 * ((t - n / 2) / n) ** 2)
+    y = y - y.min()
+    return y * (n / y.sum())
+
+
+def warped_timesteps(steps, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
+    """Few-step denoising list warped through the shifted table: [1000, 750, 500, 250] -> ≈ [1000, 937.5,
+    833.33, 625.0] at shift 5 (entry `table[1000 − step]`, with t = 0 for step 0)."""
+    table = np.concatenate([training_timesteps(shift, num_train_timesteps), [0.0]])
+    steps = np.asarray(steps, np.int64)
+    if steps.min() < 0 or steps.max() > num_train_timesteps:
+        raise ValueError(f"denoising steps must lie in [0, {num_train_timesteps}]; got {steps.tolist()}")
+    return table[num_train_timesteps - steps]
+
+
+def sample_training_timesteps(key, shape, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
+    """Uniform table index per element -> (timesteps [shape], loss weights [shape]), as the authors' stage 1."""
+    idx = jax.random.randint(key, shape, 0, num_train_timesteps)
+    t = jnp.asarray(training_timesteps(shift, num_train_timesteps), jnp.float32)[idx]
+    w = jnp.asarray(training_weights(shift, num_train_timesteps), jnp.float32)[idx]
+    return t, w
+
+
+def _sigma(t, like):
+    """σ = t / 1000 broadcast against `like` (t of shape [B] or [B, F] for latents [B, F, H, W, C])."""
+    sigma = jnp.asarray(t, jnp.float32) / NUM_TRAIN_TIMESTEPS
+    return sigma.reshape(sigma.shape + (1,) * (like.ndim - sigma.ndim))
+
+
+def add_noise(x0, noise, t):
+    """x_t = (1 − σ)·x0 + σ·ε with σ = t/1000; t [B] or [B, F]."""
+    sigma = _sigma(t, x0)
+    return ((1.0 - sigma) * x0 + sigma * noise).astype(x0.dtype)
+
+
+def flow_target(x0, noise):
+    """The regression target v = ε − x0."""
+    return noise - x0
+
+
+def x0_from_flow(x_t, flow, t):
+    """x0 = x_t − σ·v."""
+    return x_t - _sigma(t, x_t) * flow
+
+
+def flow_from_x0(x_t, x0, t):
+    """v = (x_t − x0) / σ (σ > 0)."""
+    return (x_t - x0) / _sigma(t, x_t)
