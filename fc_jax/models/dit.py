@@ -411,8 +411,13 @@ def abstract_params(model: WanDiT, batch: int = 1, frames: int = 1, height: int 
 
 
 def init_params(model: WanDiT, key, batch: int = 1, frames: int = 1, height: int = 2, width: int = 2):
-    """Random parameters (plain arrays, logical-axis boxes removed)."""
+    """Random parameters (plain arrays, logical-axis boxes removed), initialised under jit."""
     cfg = model.cfg
-    latents = jnp.zeros((batch, frames, height, width, cfg.in_channels), jnp.float32)
-    context = jnp.zeros((batch, 1, cfg.text_dim), jnp.float32)
-    return nn.unbox(model.init(key, latents, jnp.zeros((batch,)), context)["params"])
+
+    @jax.jit
+    def init(key):
+        latents = jnp.zeros((batch, frames, height, width, cfg.in_channels), jnp.float32)
+        context = jnp.zeros((batch, 1, cfg.text_dim), jnp.float32)
+        return nn.unbox(model.init(key, latents, jnp.zeros((batch,)), context)["params"])
+
+    return init(key)
