@@ -23,14 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax.models.attention import BlockLayout, attention
+from fc_jax.models.remat import REMAT_POLICIES
 from fc_jax.models.rope import apply_rope, grid_positions, rope_cos_sin
 
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
 
 
 @dataclasses.dataclass(frozen=True)
