@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m fc_jax.bench <name> [flags]`, each printing one JSON object."""

@@ -1,0 +1,69 @@
+"""`python -m fc_jax.bench memory --config=configs/wan22_ti2v_5b.py`: the parameter count and the
+ahead-of-time compiled peak memory of the in-context forward (reference + garment + 21 video latent frames at
+1280x704 = 20,240 tokens), on abstract shapes — nothing is allocated, no accelerator needed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# XLA:CPU has no bf16 matmul: it upcasts bf16 weights to f32, and loop-invariant code motion then hoists that
+# upcast of the whole stacked weight tensor out of the layer loop (+20 GB of "temp" that no accelerator build
+# has). Disable that one pass so the CPU compile reports what a bf16-capable device would need.
+_NO_LICM = "--xla_disable_hlo_passes=while-loop-invariant-code-motion"
+if _NO_LICM not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _NO_LICM).strip()
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax.bench.common import compiled_memory, emit
+from fc_jax.config import load_config
+from fc_jax.models import dit
+
+
+def main(argv) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench memory")
+    parser.add_argument("--config", default="configs/wan22_ti2v_5b.py")
+    parser.add_argument("--frames", type=int, default=21, help="video latent frames")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--backend", default=None, help="attention backend (default: the config's)")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config)
+    if args.backend:
+        config.model.attention.backend = args.backend
+    model = dit.build_model(config)
+    cfg = model.cfg
+    params = dit.abstract_params(model)
+    count = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+    h, w = config.video.height // 16, config.video.width // 16
+    dt = jnp.dtype(cfg.dtype)
+    cond = jax.ShapeDtypeStruct((args.batch, 1, h, w, cfg.in_channels), dt)
+    video = jax.ShapeDtypeStruct((args.batch, args.frames, h, w, cfg.in_channels), dt)
+    t = jax.ShapeDtypeStruct((args.batch,), jnp.float32)
+    context = jax.ShapeDtypeStruct((args.batch, cfg.text_len, cfg.text_dim), dt)
+
+    def forward(params, ref, garment, video, t, context):
+        return dit.in_context_forward(model, params, ref, garment, video, t, context)
+
+    memory = compiled_memory(forward, params, cond, cond, video, t, context)
+    tokens = (args.frames + 2) * (h // 2) * (w // 2)
+    backend = cfg.attention_backend
+    if backend == "auto":
+        backend = "cudnn" if jax.default_backend() == "gpu" else "chunked"
+    emit({
+        "benchmark": "dit_in_context_forward_memory",
+        "config": config.name,
+        "params": count,
+        "param_bytes": int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(params))),
+        "tokens": tokens,
+        "resolution": [config.video.height, config.video.width],
+        "dtype": cfg.dtype,
+        "attention_backend": backend,
+        "compiled_for": jax.default_backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **memory,
+    })
