@@ -82,6 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
         )
     )
 
+    # The causal streaming student (REFERENCE §5): chunks of 3 latent frames; a chunk attends to at most
+    # window_frames frames (2 conditions + history + itself), the conditions and the first chunk kept as a sink.
+    c.student = ml_collections.ConfigDict(dict(chunk_frames=3, window_frames=23, sink_frames=5))
+
     # Video geometry (REFERENCE §5): 1280 (H) x 704 (W) portrait, 81 frames = 21 latent frames.
     c.video = ml_collections.ConfigDict(dict(height=1280, width=704, num_frames=81, fps=24))
     return c

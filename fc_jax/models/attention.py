@@ -82,6 +82,50 @@ def frame_block_layout(frame_blocks: Sequence[int], tokens_per_frame: int, causa
     return BlockLayout(ids, ids, allowed)
 
 
+def streaming_layout(
+    num_chunks: int,
+    chunk_frames: int,
+    tokens_per_frame: int,
+    cond_frames: int = 2,
+    sink_chunks: int = 0,
+    window_chunks: int | None = None,
+) -> BlockLayout:
+    """The student's block-causal layout over [condition frames, chunk 0, chunk 1, ...].
+
+    The condition block sees only itself. Video chunk i sees the condition block, itself and earlier chunks;
+    with `window_chunks` = W only the first `sink_chunks` chunks and the W most recent earlier chunks (the
+    window + sink the KV cache keeps). Block 0 is the condition block, block 1 + i is chunk i.
+    """
+    frames = np.concatenate([np.zeros(cond_frames, int), 1 + np.repeat(np.arange(num_chunks), chunk_frames)])
+    ids = np.repeat(frames, tokens_per_frame)
+    n = num_chunks + 1
+    allowed = np.zeros((n, n), bool)
+    allowed[:, 0] = True
+    for i in range(num_chunks):
+        for j in range(i + 1):
+            in_window = window_chunks is None or j == i or j < sink_chunks or j >= i - window_chunks
+            allowed[1 + i, 1 + j] = in_window
+    return BlockLayout(ids, ids, allowed)
+
+
+def teacher_forcing_layout(num_chunks: int, chunk_frames: int, tokens_per_frame: int, cond_frames: int = 2) -> BlockLayout:
+    """Stage-2 layout over [clean conditions, clean chunks] ++ [noisy conditions, noisy chunks] (REFERENCE §5).
+
+    The clean half is the block-causal student layout; the noisy copy of the conditions sees only itself; noisy
+    chunk k sees the clean conditions, clean chunks < k, and itself.
+    """
+    half = streaming_layout(num_chunks, chunk_frames, tokens_per_frame, cond_frames)
+    n = num_chunks + 1
+    ids = np.concatenate([half.q_blocks, half.q_blocks + n])
+    allowed = np.zeros((2 * n, 2 * n), bool)
+    allowed[:n, :n] = half.allowed
+    allowed[n, n] = True  # noisy conditions: only themselves
+    for k in range(num_chunks):
+        allowed[n + 1 + k, : 1 + k] = True  # clean conditions + clean chunks before k
+        allowed[n + 1 + k, n + 1 + k] = True  # itself
+    return BlockLayout(ids, ids, allowed)
+
+
 def attention(
     q: jax.Array,
     k: jax.Array,

@@ -129,50 +129,66 @@ def sinusoidal_embedding(t, dim: int):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with q/k RMSNorm over the full width (self- or cross-attention)."""
+    """Multi-head attention with q/k RMSNorm over the full width (self- or cross-attention).
+
+    Returns (y [B, T, D], (k, v) [B, S, N, H]): the keys (after RoPE) and values it attended with, so callers
+    can cache them. `cached_kv=(k, v)` skips computing them from `context` (a cached cross-attention).
+    `kv_buffer=(k_buf, v_buf)` [B, S_buf, N, H] plus `write_at` (int): the new keys/values are written into a
+    copy of the buffer at token `write_at` and the queries attend over that buffer (limit with `kv_lengths`);
+    the returned (k, v) are then the new ones only.
+    """
 
     cfg: DiTConfig
 
     @nn.compact
-    def __call__(self, x, context, rope=None, layout: BlockLayout | None = None, kv_lengths=None):
+    def __call__(self, x, context, rope=None, layout=None, kv_lengths=None, cached_kv=None, kv_buffer=None,
+                 write_at=None):
         cfg = self.cfg
         b, t, _ = x.shape
         dt = jnp.dtype(cfg.dtype)
-        q = RMSNorm(cfg.eps, name="norm_q")(_dense(cfg.dim, ("embed", "heads"), cfg, "q")(x.astype(dt)))
-        k = RMSNorm(cfg.eps, name="norm_k")(_dense(cfg.dim, ("embed", "heads"), cfg, "k")(context.astype(dt)))
-        v = _dense(cfg.dim, ("embed", "heads"), cfg, "v")(context.astype(dt))
         split = lambda a: a.reshape(a.shape[0], a.shape[1], cfg.num_heads, cfg.head_dim)
-        q, k, v = split(q), split(k), split(v)
+        q = split(RMSNorm(cfg.eps, name="norm_q")(_dense(cfg.dim, ("embed", "heads"), cfg, "q")(x.astype(dt))))
+        if cached_kv is not None:
+            k, v = cached_kv
+        else:
+            k = split(RMSNorm(cfg.eps, name="norm_k")(_dense(cfg.dim, ("embed", "heads"), cfg, "k")(context.astype(dt))))
+            v = split(_dense(cfg.dim, ("embed", "heads"), cfg, "v")(context.astype(dt)))
+            if rope is not None:
+                k = apply_rope(k, *rope)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q = apply_rope(q, *rope)
         q = _constrain(q, ("batch", "tokens", "heads", "head_dim"))
+        keys, values = k, v
+        if kv_buffer is not None:
+            keys = jax.lax.dynamic_update_slice_in_dim(kv_buffer[0], k.astype(kv_buffer[0].dtype), write_at, axis=1)
+            values = jax.lax.dynamic_update_slice_in_dim(kv_buffer[1], v.astype(kv_buffer[1].dtype), write_at, axis=1)
         y = attention(
-            q, k, v, backend=cfg.attention_backend, layout=layout, kv_lengths=kv_lengths,
-            q_block=cfg.q_block, kv_block=cfg.kv_block,
+            q, keys.astype(q.dtype), values.astype(q.dtype), backend=cfg.attention_backend, layout=layout,
+            kv_lengths=kv_lengths, q_block=cfg.q_block, kv_block=cfg.kv_block,
         )
-        return _dense(cfg.dim, ("heads", "embed"), cfg, "o")(y.reshape(b, t, cfg.dim))
+        return _dense(cfg.dim, ("heads", "embed"), cfg, "o")(y.reshape(b, t, cfg.dim)), (k, v)
 
 
 class Block(nn.Module):
     """One Wan block: modulated self-attention, affine-LN cross-attention, modulated FFN.
 
     x: [B, L, D] fp32 residual stream; e0: [B, F, P, 6, D] modulation (P = 1 per frame or H'W' per token);
-    ctx: [B, Lt, D] embedded text; rope: (cos, sin) [L, head_dim/2].
+    ctx: [B, Lt, D] embedded text (None when `cache` holds the cross-attention K/V); rope: (cos, sin);
+    cache: this layer's {"k", "v"} self-attention buffers [B, S, N, H] and/or {"cross_k", "cross_v"}.
+    Returns (x, kv) with kv = {"k", "v", "cross_k", "cross_v"} of this call.
     """
 
     cfg: DiTConfig
     layout: BlockLayout | None = None
 
     @nn.compact
-    def __call__(self, x, e0, ctx, rope, kv_lengths=None):
+    def __call__(self, x, e0, ctx, rope, kv_lengths=None, write_at=None, cache=None):
         cfg = self.cfg
+        cache = cache or {}
         b, l, d = x.shape
         f = e0.shape[1]
         modulation = self.param(
-            "modulation",
-            nn.with_logical_partitioning(_scaled_normal(d), (None, "embed")),
-            (6, d),
-            jnp.float32,
+            "modulation", nn.with_logical_partitioning(_scaled_normal(d), (None, "embed")), (6, d), jnp.float32
         )
         mod = modulation.astype(jnp.float32) + e0  # [B, F, P, 6, D]
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = [mod[..., i, :] for i in range(6)]
@@ -185,8 +201,9 @@ class Block(nn.Module):
             return (y.astype(jnp.float32).reshape(b, f, l // f, d) * gate).reshape(b, l, d)
 
         h = modulate(layer_norm(x, cfg.eps), shift_sa, scale_sa)
-        x = x + gated(Attention(cfg, name="self_attn")(h, h, rope, self.layout, kv_lengths), gate_sa)
-        x = _constrain(x, ("batch", "tokens", "embed"))
+        buffer = (cache["k"], cache["v"]) if "k" in cache else None
+        y, (k, v) = Attention(cfg, name="self_attn")(h, h, rope, self.layout, kv_lengths, None, buffer, write_at)
+        x = _constrain(x + gated(y, gate_sa), ("batch", "tokens", "embed"))
 
         h = nn.LayerNorm(
             epsilon=cfg.eps,
@@ -196,28 +213,34 @@ class Block(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             name="norm3",
         )(x)
-        x = x + Attention(cfg, name="cross_attn")(h, ctx).astype(jnp.float32)
+        cross = (cache["cross_k"], cache["cross_v"]) if "cross_k" in cache else None
+        y, (cross_k, cross_v) = Attention(cfg, name="cross_attn")(h, ctx, cached_kv=cross)
+        x = x + y.astype(jnp.float32)
 
         h = modulate(layer_norm(x, cfg.eps), shift_ff, scale_ff).astype(jnp.dtype(cfg.dtype))
         h = nn.gelu(_dense(cfg.ffn_dim, ("embed", "mlp"), cfg, "ffn_0")(h), approximate=True)
         h = _constrain(h, ("batch", "tokens", "mlp"))
         x = x + gated(_dense(cfg.dim, ("mlp", "embed"), cfg, "ffn_1")(h), gate_ff)
-        return _constrain(x, ("batch", "tokens", "embed"))
+        kv = {"k": k, "v": v, "cross_k": cross_k, "cross_v": cross_v}
+        return _constrain(x, ("batch", "tokens", "embed")), kv
 
 
 class _ScannedBlock(nn.Module):
-    """Adapter so `nn.scan` carries x and broadcasts the rest."""
+    """Adapter for `nn.scan`: carries x, broadcasts the shared inputs, scans the per-layer cache, and emits
+    the per-layer K/V (only when `return_kv`, so plain forwards keep no [layers, ...] K/V arrays)."""
 
     cfg: DiTConfig
     layout: BlockLayout | None = None
+    return_kv: bool = False
 
     @nn.compact
-    def __call__(self, x, e0, ctx, rope, kv_lengths):
+    def __call__(self, x, shared, cache):
+        e0, ctx, rope, kv_lengths, write_at = shared
         block = Block
-        policy = REMAT_POLICIES[self.cfg.remat_policy]
         if self.cfg.remat_policy != "none":
-            block = nn.remat(Block, policy=policy, prevent_cse=False)
-        return block(self.cfg, self.layout, name="block")(x, e0, ctx, rope, kv_lengths), None
+            block = nn.remat(Block, policy=REMAT_POLICIES[self.cfg.remat_policy], prevent_cse=False)
+        x, kv = block(self.cfg, self.layout, name="block")(x, e0, ctx, rope, kv_lengths, write_at, cache)
+        return x, (kv if self.return_kv else None)
 
 
 class WanDiT(nn.Module):
@@ -234,10 +257,20 @@ class WanDiT(nn.Module):
         frame_positions=None,
         layout: BlockLayout | None = None,
         kv_lengths=None,
+        cache=None,
+        write_at=None,
+        return_kv: bool = False,
     ):
-        """latents [B, F, H, W, C_in]; timesteps [B] | [B, F] | [B, F·H'·W']; context [B, Lt, text_dim];
-        frame_positions [F] RoPE frame index of each latent frame (default 0..F-1). Returns the flow
-        prediction [B, F, H, W, C_out] (fp32)."""
+        """latents [B, F, H, W, C_in]; timesteps [B] | [B, F] | [B, F·H'·W']; context [B, Lt, text_dim] (may be
+        None when `cache` holds the cross-attention K/V); frame_positions [F] RoPE frame index of each latent
+        frame (default 0..F-1; may be traced); layout: a `BlockLayout` over the tokens (None = full attention);
+        kv_lengths [B]: valid keys per row.
+
+        cache: per-layer arrays stacked on a leading layers axis — {"k", "v"} [L, B, S, N, H] self-attention
+        buffers the new tokens are written into at token `write_at` before attending over them, and/or
+        {"cross_k", "cross_v"} [L, B, Lt, N, H]. Returns the flow prediction [B, F, H, W, C_out] (fp32), and with
+        `return_kv` also {"k", "v", "cross_k", "cross_v"} [L, B, T, N, H] computed by this call.
+        """
         cfg = self.cfg
         b, f, hgt, wid = self._check_inputs(latents, context)
         pt, ph, pw = cfg.patch_size
@@ -263,8 +296,10 @@ class WanDiT(nn.Module):
         x = _constrain(x, ("batch", "tokens", "embed"))
 
         e, e0 = self._time_embedding(timesteps, b, f, gh * gw)
-        ctx = _dense(cfg.dim, ("kv", "embed"), cfg, "text_embedding_0")(context.astype(jnp.dtype(cfg.dtype)))
-        ctx = _dense(cfg.dim, ("embed", "embed"), cfg, "text_embedding_1")(nn.gelu(ctx, approximate=True))
+        ctx = None
+        if context is not None:
+            ctx = _dense(cfg.dim, ("kv", "embed"), cfg, "text_embedding_0")(context.astype(jnp.dtype(cfg.dtype)))
+            ctx = _dense(cfg.dim, ("embed", "embed"), cfg, "text_embedding_1")(nn.gelu(ctx, approximate=True))
 
         rope = rope_cos_sin(
             grid_positions(frame_positions, gh, gw), cfg.head_dim, cfg.rope_max_positions, cfg.rope_theta
@@ -273,12 +308,13 @@ class WanDiT(nn.Module):
             _ScannedBlock,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(nn.broadcast, 0),
             length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
-        )(cfg, layout, name="blocks")
-        x, _ = blocks(x, e0, ctx, rope, kv_lengths)
-        return self._head(x, e, b, f, gh, gw)
+        )(cfg, layout, return_kv, name="blocks")
+        x, kv = blocks(x, (e0, ctx, rope, kv_lengths, write_at), cache)
+        out = self._head(x, e, b, f, gh, gw)
+        return (out, kv) if return_kv else out
 
     def _check_inputs(self, latents, context):
         cfg = self.cfg
@@ -292,7 +328,7 @@ class WanDiT(nn.Module):
             raise ValueError(
                 f"latent grid (F, H, W) = {(f, hgt, wid)} is not divisible by the patch size {cfg.patch_size}"
             )
-        if context.ndim != 3 or context.shape[0] != b or context.shape[-1] != cfg.text_dim:
+        if context is not None and (context.ndim != 3 or context.shape[0] != b or context.shape[-1] != cfg.text_dim):
             raise ValueError(f"context must be [B={b}, L, {cfg.text_dim}]; got shape {context.shape}")
         return b, f, hgt, wid
 

@@ -1,0 +1,318 @@
+"""The streaming student's KV cache and its training-free rescheduling, as pure functions over a pytree.
+
+Buffer layout per layer (stacked on a leading `layers` axis), tokens along axis 2:
+
+    [ condition block (reference + garment frames) | history slots (sink chunks, then a ring) | current chunk ]
+
+Keys are stored after RoPE, so their order in the buffer does not matter to attention; history chunks are
+written in commit order until the slots are full, then the ring evicts the oldest non-sink chunk in place. The
+valid part is therefore always a prefix `[0, write_offset + chunk_tokens)`, which fused kernels handle with
+`kv_lengths` — no concatenation, and with donation the commit writes one chunk in place.
+
+Operations (each returns a new cache; none mutates its input):
+  prefill, denoise (reads), commit (the t = 0 context pass), refresh_garment, withdraw_history,
+  disentangle_reference, switch_garment (= the three, each switchable). `Ops(model)` jit-compiles them once,
+  optionally donating the cache buffers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax.models import dit
+from fc_jax.sampling import flow
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSpec:
+    """Static geometry of a cache. Frames are latent frames; a chunk is `chunk_frames` of them.
+
+    window_frames counts every frame a chunk may attend to (conditions + history + itself), as the authors'
+    `local_attn_size`; sink_frames counts the conditions plus the sink chunks (authors: 23 and 5).
+    """
+
+    tokens_per_frame: int
+    chunk_frames: int = 3
+    cond_frames: int = dit.NUM_CONDITION_FRAMES
+    window_frames: int = 23
+    sink_frames: int = 5
+
+    def __post_init__(self):
+        history = self.window_frames - self.cond_frames - self.chunk_frames
+        sink = self.sink_frames - self.cond_frames
+        if history <= 0 or history % self.chunk_frames or sink < 0 or sink % self.chunk_frames or sink >= history:
+            raise ValueError(
+                f"window_frames={self.window_frames} and sink_frames={self.sink_frames} must leave, after the "
+                f"{self.cond_frames} condition frames and the current chunk, a whole number (>= 1) of "
+                f"{self.chunk_frames}-frame history chunks, with the sink chunks fewer than the history chunks"
+            )
+
+    @property
+    def chunk_tokens(self) -> int:
+        return self.chunk_frames * self.tokens_per_frame
+
+    @property
+    def cond_tokens(self) -> int:
+        return self.cond_frames * self.tokens_per_frame
+
+    @property
+    def history_chunks(self) -> int:
+        return (self.window_frames - self.cond_frames - self.chunk_frames) // self.chunk_frames
+
+    @property
+    def sink_chunks(self) -> int:
+        return (self.sink_frames - self.cond_frames) // self.chunk_frames
+
+    @property
+    def buffer_tokens(self) -> int:
+        return self.cond_tokens + (self.history_chunks + 1) * self.chunk_tokens
+
+    @classmethod
+    def from_config(cls, config, latent_h: int, latent_w: int) -> "CacheSpec":
+        """From a config's `student` section (chunk_frames, window_frames, sink_frames) and a latent size."""
+        s = config.student
+        pt, ph, pw = config.model.patch_size
+        return cls((latent_h // ph) * (latent_w // pw), s.chunk_frames, dit.NUM_CONDITION_FRAMES,
+                   s.window_frames, s.sink_frames)
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Everything the student remembers between chunks. Arrays only, static shapes.
+
+    k, v:               [L, B, S, N, H] self-attention keys (after RoPE) and values, S = spec.buffer_tokens
+    cross_k, cross_v:   [L, B, Lt, N, H] text cross-attention keys and values
+    reference, garment: [B, 1, h, w, C] the condition latents the condition block was built from
+    num_chunks:         int32 [] chunks committed in the current segment (since prefill or a withdraw)
+    next_frame:         int32 [] absolute RoPE frame index of the next chunk's first frame
+    prefilled:          bool [] whether `prefill` has run
+    """
+
+    k: jax.Array
+    v: jax.Array
+    cross_k: jax.Array
+    cross_v: jax.Array
+    reference: jax.Array
+    garment: jax.Array
+    num_chunks: jax.Array
+    next_frame: jax.Array
+    prefilled: jax.Array
+    spec: CacheSpec = flax.struct.field(pytree_node=False)
+
+    @staticmethod
+    def logical_axes() -> dict:
+        """Logical axis names per field, for sharding over batch and heads."""
+        kv = ("layers", "batch", "tokens", "heads", "head_dim")
+        lat = ("batch", "frames", None, None, "channels")
+        return dict(k=kv, v=kv, cross_k=kv, cross_v=kv, reference=lat, garment=lat,
+                    num_chunks=(), next_frame=(), prefilled=())
+
+    def valid_history_chunks(self):
+        return jnp.minimum(self.num_chunks, self.spec.history_chunks)
+
+    def write_offset(self):
+        """Token offset where the current chunk's K/V go while it is denoised (right after the valid history)."""
+        return self.spec.cond_tokens + self.valid_history_chunks() * self.spec.chunk_tokens
+
+    def commit_slot(self):
+        """History slot of the chunk being committed: in order while filling, then the ring past the sink."""
+        s = self.spec
+        ring = s.history_chunks - s.sink_chunks
+        c = self.num_chunks
+        return jnp.where(c < s.history_chunks, c, s.sink_chunks + (c - s.sink_chunks) % ring)
+
+
+def init_cache(model: dit.WanDiT, spec: CacheSpec, batch: int, latent_h: int, latent_w: int) -> KVCache:
+    """An empty (not prefilled) cache in the model's compute dtype."""
+    cfg = model.cfg
+    dt = jnp.dtype(cfg.dtype)
+    kv = lambda: jnp.zeros((cfg.num_layers, batch, spec.buffer_tokens, cfg.num_heads, cfg.head_dim), dt)
+    cross = lambda: jnp.zeros((cfg.num_layers, batch, cfg.text_len, cfg.num_heads, cfg.head_dim), dt)
+    lat = lambda: jnp.zeros((batch, 1, latent_h, latent_w, cfg.in_channels), jnp.float32)
+    zero = lambda: jnp.zeros((), jnp.int32)
+    # Distinct buffers for every field, so the whole cache can be donated.
+    return KVCache(kv(), kv(), cross(), cross(), lat(), lat(), zero(), zero(), jnp.zeros((), bool), spec)
+
+
+def _write_tokens(buffer, values, offset):
+    """buffer [L, B, S, N, H] with values [L, B, T, N, H] written at token `offset`."""
+    return jax.lax.dynamic_update_slice_in_dim(buffer, values.astype(buffer.dtype), offset, axis=2)
+
+
+def _condition_pass(model, params, cache: KVCache, reference, garment, context=None):
+    """K/V of the condition block: [reference, garment] at RoPE frames 0, 1 and t = 0, attending only to itself."""
+    latents = jnp.concatenate([reference, garment], axis=1).astype(jnp.float32)
+    b = latents.shape[0]
+    t = jnp.zeros((b, dit.NUM_CONDITION_FRAMES), jnp.float32)
+    layer_cache = None if context is not None else {"cross_k": cache.cross_k, "cross_v": cache.cross_v}
+    _, kv = model.apply({"params": params}, latents, t, context, np.arange(dit.NUM_CONDITION_FRAMES),
+                        cache=layer_cache, return_kv=True)
+    return kv
+
+
+def prefill(model, params, cache: KVCache, reference, garment, context) -> KVCache:
+    """Start a stream: condition block and text K/V written, history empty, next chunk at RoPE frame 2."""
+    kv = _condition_pass(model, params, cache, reference, garment, context)
+    return cache.replace(
+        k=_write_tokens(cache.k, kv["k"], 0),
+        v=_write_tokens(cache.v, kv["v"], 0),
+        cross_k=kv["cross_k"].astype(cache.cross_k.dtype),
+        cross_v=kv["cross_v"].astype(cache.cross_v.dtype),
+        reference=reference.astype(cache.reference.dtype),
+        garment=garment.astype(cache.garment.dtype),
+        num_chunks=jnp.zeros((), jnp.int32),
+        next_frame=jnp.asarray(cache.spec.cond_frames, jnp.int32),
+        prefilled=jnp.ones((), bool),
+    )
+
+
+def _chunk_forward(model, params, cache: KVCache, x, t, return_kv: bool):
+    """The model on one chunk x [B, chunk_frames, h, w, C] at per-sample t [B], attending over the cache."""
+    spec = cache.spec
+    b, f = x.shape[:2]
+    if f != spec.chunk_frames:
+        raise ValueError(f"a chunk has {spec.chunk_frames} latent frames; got {f} (shape {x.shape})")
+    offset = cache.write_offset()
+    positions = cache.next_frame + jnp.arange(f, dtype=jnp.int32)
+    timesteps = jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1, 1), (b, f))
+    layer_cache = {"k": cache.k, "v": cache.v, "cross_k": cache.cross_k, "cross_v": cache.cross_v}
+    return model.apply(
+        {"params": params}, x, timesteps, None, positions,
+        kv_lengths=jnp.full((b,), offset + spec.chunk_tokens, jnp.int32),
+        cache=layer_cache, write_at=offset, return_kv=return_kv,
+    )
+
+
+def denoise(model, params, cache: KVCache, x_t, t):
+    """x0 prediction [B, chunk_frames, h, w, C] for the noisy chunk x_t at timestep t (scalar or [B])."""
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x_t.shape[0],))
+    v = _chunk_forward(model, params, cache, x_t, t, return_kv=False)
+    return flow.x0_from_flow(x_t.astype(jnp.float32), v, t)
+
+
+def commit(model, params, cache: KVCache, clean_chunk) -> KVCache:
+    """The t = 0 context pass: write the clean chunk's K/V into its history slot and advance."""
+    spec = cache.spec
+    _, kv = _chunk_forward(model, params, cache, clean_chunk, jnp.zeros((clean_chunk.shape[0],)), return_kv=True)
+    offset = spec.cond_tokens + cache.commit_slot() * spec.chunk_tokens
+    return cache.replace(
+        k=_write_tokens(cache.k, kv["k"], offset),
+        v=_write_tokens(cache.v, kv["v"], offset),
+        num_chunks=cache.num_chunks + 1,
+        next_frame=cache.next_frame + spec.chunk_frames,
+    )
+
+
+def _replace_condition(model, params, cache: KVCache, reference, garment) -> KVCache:
+    kv = _condition_pass(model, params, cache, reference, garment)
+    return cache.replace(
+        k=_write_tokens(cache.k, kv["k"], 0),
+        v=_write_tokens(cache.v, kv["v"], 0),
+        reference=reference.astype(cache.reference.dtype),
+        garment=garment.astype(cache.garment.dtype),
+    )
+
+
+def refresh_garment(model, params, cache: KVCache, garment) -> KVCache:
+    """Garment KV refresh: recompute the condition block with the new garment (reference kept)."""
+    return _replace_condition(model, params, cache, cache.reference, garment)
+
+
+def disentangle_reference(model, params, cache: KVCache, reference) -> KVCache:
+    """Reference KV disentangle: recompute the condition block with `reference` (the last generated frame,
+    re-encoded as a single image by the caller) in place of the original reference."""
+    return _replace_condition(model, params, cache, reference, cache.garment)
+
+
+def withdraw_history(cache: KVCache, keep_frames: int = 0, rebase: bool = False) -> KVCache:
+    """Historical KV withdraw: keep only the `keep_frames` most recent history frames (a multiple of the chunk).
+
+    The kept chunks move to the front of the history (oldest first) and start a new segment, so the oldest kept
+    chunk becomes the sink. `rebase` (only with keep_frames=0) restarts RoPE positions at frame 2, so the next
+    chunk is positioned exactly like the first chunk after a fresh prefill.
+    """
+    spec = cache.spec
+    if keep_frames % spec.chunk_frames or not 0 <= keep_frames <= spec.history_chunks * spec.chunk_frames:
+        raise ValueError(
+            f"keep_frames must be a multiple of {spec.chunk_frames} in [0, "
+            f"{spec.history_chunks * spec.chunk_frames}]; got {keep_frames}"
+        )
+    if rebase and keep_frames:
+        raise ValueError("rebase needs keep_frames=0: kept chunks carry their RoPE positions in their keys")
+    keep = keep_frames // spec.chunk_frames
+    kept = jnp.minimum(cache.num_chunks, keep)
+    k, v = cache.k, cache.v
+    if keep:
+        # Segment indices of the kept chunks, oldest first; their slots, gathered into slots 0..keep-1.
+        order = cache.num_chunks - kept + jnp.arange(keep)
+        slots = jax.vmap(lambda c: cache.replace(num_chunks=c).commit_slot())(order)
+        token_index = spec.cond_tokens + (slots[:, None] * spec.chunk_tokens + jnp.arange(spec.chunk_tokens)).reshape(-1)
+        k = _write_tokens(k, jnp.take(k, token_index, axis=2), spec.cond_tokens)
+        v = _write_tokens(v, jnp.take(v, token_index, axis=2), spec.cond_tokens)
+    next_frame = jnp.asarray(spec.cond_frames, jnp.int32) if rebase else cache.next_frame
+    return cache.replace(k=k, v=v, num_chunks=kept, next_frame=next_frame)
+
+
+def switch_garment(
+    model,
+    params,
+    cache: KVCache,
+    garment,
+    reference=None,
+    *,
+    refresh: bool = True,
+    withdraw: bool = True,
+    disentangle: bool = True,
+    keep_frames: int = 0,
+    rebase: bool = False,
+) -> KVCache:
+    """The paper's garment switch: refresh the garment K/V, withdraw the history that carries the old garment,
+    and disentangle the reference (the last generated frame, re-encoded, replaces the original). Each part can be
+    switched off for ablations; the condition block is recomputed once for whichever of refresh / disentangle
+    is on."""
+    if disentangle and reference is None:
+        raise ValueError("disentangle=True needs the re-encoded last frame as `reference`")
+    if refresh or disentangle:
+        cache = _replace_condition(
+            model, params, cache,
+            reference if disentangle else cache.reference,
+            garment if refresh else cache.garment,
+        )
+    if withdraw:
+        cache = withdraw_history(cache, keep_frames, rebase)
+    return cache
+
+
+class Ops:
+    """The cache operations for one model, each jit-compiled once. With `donate=True` the input cache's
+    buffers are donated (updated in place; the input cache must not be used again) — what a streaming session
+    wants; with `donate=False` every operation leaves its input intact."""
+
+    def __init__(self, model: dit.WanDiT, donate: bool = False):
+        donate_cache = ("cache",) if donate else ()
+
+        def wrap(fn, donating=True, static=()):
+            jitted = jax.jit(
+                functools.partial(fn, model), static_argnames=static,
+                donate_argnames=donate_cache if donating else (),
+            )
+            return jitted
+
+        self.model = model
+        self.prefill = wrap(prefill)
+        self.denoise = wrap(denoise, donating=False)
+        self.commit = wrap(commit)
+        self.refresh_garment = wrap(refresh_garment)
+        self.disentangle_reference = wrap(disentangle_reference)
+        self.switch_garment = wrap(
+            switch_garment, static=("refresh", "withdraw", "disentangle", "keep_frames", "rebase")
+        )
+        self.withdraw_history = jax.jit(
+            withdraw_history, static_argnames=("keep_frames", "rebase"), donate_argnames=donate_cache
+        )

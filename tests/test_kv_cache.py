@@ -1,0 +1,192 @@
+"""The KV cache: cached chunk-by-chunk generation equals the full block-causal forward; rescheduling equals
+fresh prefills; eviction equals the window mask; every operation is pure."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fc_jax import kv_cache as kvc
+from fc_jax.config import load_config
+from fc_jax.models import dit
+from fc_jax.models.attention import streaming_layout
+from fc_jax.sampling import flow
+
+H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
+TPF = 6
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = load_config("tiny")
+    model = dit.build_model(config)
+    params = dit.init_params(model, jax.random.key(0))
+    params = jax.jit(jax.tree.map, static_argnums=0)(
+        lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params
+    )  # non-zero head and biases
+    keys = jax.random.split(jax.random.key(2), 6)
+    lat = lambda k, f: jax.random.normal(k, (1, f, H, W, 48))
+    data = dict(
+        reference=lat(keys[0], 1), garment=lat(keys[1], 1), garment2=lat(keys[2], 1),
+        chunks=lat(keys[3], 21), noise=lat(keys[4], 3), context=jax.random.normal(keys[5], (1, 16, 32)),
+    )
+    return config, model, params, data
+
+
+def _full_forward(model, params, d, video, timesteps, layout, return_kv=False, reference=None, garment=None):
+    """The block-causal forward over [reference, garment, video...] with per-frame timesteps."""
+    ref = d["reference"] if reference is None else reference
+    gar = d["garment"] if garment is None else garment
+    latents = jnp.concatenate([ref, gar, video], axis=1)
+    t = jnp.concatenate([jnp.zeros((1, 2)), timesteps], axis=1)
+    fn = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, d["context"], np.arange(x.shape[1]), layout,
+                                             return_kv=return_kv))
+    return fn(params, latents, t)
+
+
+def _stream(model, params, d, spec, num_chunks, ops=None):
+    ops = ops or kvc.Ops(model)
+    cache = kvc.init_cache(model, spec, 1, H, W)
+    cache = ops.prefill(params, cache, d["reference"], d["garment"], d["context"])
+    for i in range(num_chunks):
+        cache = ops.commit(params, cache, d["chunks"][:, 3 * i : 3 * i + 3])
+    return cache, ops
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+
+
+def test_cached_generation_equals_the_full_block_causal_forward(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)  # 3 history chunks: no eviction for 4 chunks
+    cache, ops = _stream(model, params, d, spec, 3)
+    t = 833.0
+    x_t = flow.add_noise(d["chunks"][:, 9:12], d["noise"], jnp.array([t]))
+    x0 = ops.denoise(params, cache, x_t, t)
+
+    video = jnp.concatenate([d["chunks"][:, :9], x_t], axis=1)
+    timesteps = jnp.concatenate([jnp.zeros((1, 9)), jnp.full((1, 3), t)], axis=1)
+    layout = streaming_layout(4, 3, TPF)
+    v = _full_forward(model, params, d, video, timesteps, layout)[:, -3:]
+    assert _rel(x0, flow.x0_from_flow(x_t, v, jnp.array([t]))) <= 1e-5
+
+    # The committed K/V equal the full forward's K/V of the clean chunks (t = 0), layer by layer.
+    _, kv = _full_forward(model, params, d, d["chunks"][:, :9], jnp.zeros((1, 9)), streaming_layout(3, 3, TPF),
+                          return_kv=True)
+    valid = spec.cond_tokens + 3 * spec.chunk_tokens
+    assert _rel(cache.k[:, :, :valid], kv["k"]) <= 1e-5
+    assert _rel(cache.v[:, :, :valid], kv["v"]) <= 1e-5
+    assert int(cache.num_chunks) == 3 and int(cache.next_frame) == 11
+
+
+def test_eviction_keeps_the_sink_and_equals_the_window_mask(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)  # history 3 chunks: sink 1 + ring 2
+    first, _ = _stream(model, params, d, spec, 1)
+    cache, ops = _stream(model, params, d, spec, 6)
+    # The sink (chunk 0) is still in slot 0, untouched by five later commits.
+    sink = slice(spec.cond_tokens, spec.cond_tokens + spec.chunk_tokens)
+    np.testing.assert_array_equal(np.asarray(cache.k[:, :, sink]), np.asarray(first.k[:, :, sink]))
+
+    t = 625.0
+    x_t = flow.add_noise(d["chunks"][:, 18:21], d["noise"], jnp.array([t]))
+    x0 = ops.denoise(params, cache, x_t, t)
+    video = jnp.concatenate([d["chunks"][:, :18], x_t], axis=1)
+    timesteps = jnp.concatenate([jnp.zeros((1, 18)), jnp.full((1, 3), t)], axis=1)
+    layout = streaming_layout(7, 3, TPF, sink_chunks=1, window_chunks=2)  # chunk 6 sees c0, c4, c5
+    v = _full_forward(model, params, d, video, timesteps, layout)[:, -3:]
+    assert _rel(x0, flow.x0_from_flow(x_t, v, jnp.array([t]))) <= 1e-5
+    # ...and differs from attending to everything (the window matters).
+    v_all = _full_forward(model, params, d, video, timesteps, streaming_layout(7, 3, TPF))[:, -3:]
+    assert _rel(x0, flow.x0_from_flow(x_t, v_all, jnp.array([t]))) > 1e-3
+
+
+def test_withdraw_with_rebase_and_new_condition_equals_a_fresh_stream(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    cache, ops = _stream(model, params, d, spec, 4)
+    new_ref = d["chunks"][:, 11:12]  # stands in for the re-encoded last frame
+    switched = ops.switch_garment(params, cache, d["garment2"], new_ref, rebase=True)
+    fresh = ops.prefill(params, kvc.init_cache(model, spec, 1, H, W), new_ref, d["garment2"], d["context"])
+    assert int(switched.next_frame) == int(fresh.next_frame) == 2 and int(switched.num_chunks) == 0
+    x_t = flow.add_noise(d["chunks"][:, :3], d["noise"], jnp.array([1000.0]))
+    a = ops.denoise(params, switched, x_t, 1000.0)
+    b = ops.denoise(params, fresh, x_t, 1000.0)
+    assert _rel(a, b) <= 1e-5
+    # Same for the committed K/V of that chunk.
+    a_kv = ops.commit(params, switched, d["chunks"][:, :3])
+    b_kv = ops.commit(params, fresh, d["chunks"][:, :3])
+    valid = spec.cond_tokens + spec.chunk_tokens
+    assert _rel(a_kv.k[:, :, :valid], b_kv.k[:, :, :valid]) <= 1e-5
+
+
+def test_refresh_garment_equals_a_cache_built_with_the_new_garment_and_the_same_history(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    cache, ops = _stream(model, params, d, spec, 2)
+    refreshed = ops.refresh_garment(params, cache, d["garment2"])
+    fresh = ops.prefill(params, kvc.init_cache(model, spec, 1, H, W), d["reference"], d["garment2"], d["context"])
+    c = spec.cond_tokens
+    built = cache.replace(
+        k=cache.k.at[:, :, :c].set(fresh.k[:, :, :c]), v=cache.v.at[:, :, :c].set(fresh.v[:, :, :c]),
+        garment=d["garment2"],
+    )
+    x_t = flow.add_noise(d["chunks"][:, 6:9], d["noise"], jnp.array([937.5]))
+    assert _rel(ops.denoise(params, refreshed, x_t, 937.5), ops.denoise(params, built, x_t, 937.5)) <= 1e-5
+    # History untouched; condition block changed.
+    np.testing.assert_array_equal(np.asarray(refreshed.k[:, :, c:]), np.asarray(cache.k[:, :, c:]))
+    assert _rel(refreshed.k[:, :, :c], cache.k[:, :, :c]) > 1e-3
+
+
+def test_withdraw_keeping_frames_moves_the_most_recent_chunks_to_the_front(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    cache, ops = _stream(model, params, d, spec, 5)  # slots now hold c0 (sink), c3, c4 (ring wrapped)
+    kept = ops.withdraw_history(cache, keep_frames=6)
+    assert int(kept.num_chunks) == 2 and int(kept.next_frame) == int(cache.next_frame)
+    c, ct = spec.cond_tokens, spec.chunk_tokens
+    slot = lambda cache, i: np.asarray(cache.k[:, :, c + i * ct : c + (i + 1) * ct])
+    ring = {int(kvc.KVCache.commit_slot(cache.replace(num_chunks=jnp.int32(n)))): n for n in (3, 4)}
+    inverse = {n: s for s, n in ring.items()}
+    np.testing.assert_array_equal(slot(kept, 0), slot(cache, inverse[3]))
+    np.testing.assert_array_equal(slot(kept, 1), slot(cache, inverse[4]))
+
+
+def test_operations_are_pure(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    cache, ops = _stream(model, params, d, spec, 2)
+    before = jax.tree.map(np.array, cache)
+    ops.commit(params, cache, d["chunks"][:, 6:9])
+    ops.denoise(params, cache, d["noise"], 500.0)
+    ops.switch_garment(params, cache, d["garment2"], d["reference"], rebase=True)
+    ops.withdraw_history(cache, keep_frames=3)
+    ops.refresh_garment(params, cache, d["garment2"])
+    ops.disentangle_reference(params, cache, d["garment2"])
+    after = jax.tree.map(np.array, cache)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_donating_ops_give_the_same_results(setup):
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    a, _ = _stream(model, params, d, spec, 3)
+    b, _ = _stream(model, params, d, spec, 3, ops=kvc.Ops(model, donate=True))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_bad_specs_and_arguments_are_named(setup):
+    _, model, params, d = setup
+    with pytest.raises(ValueError, match="whole number"):
+        kvc.CacheSpec(TPF, window_frames=13)
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        kvc.withdraw_history(kvc.init_cache(model, spec, 1, H, W), keep_frames=4)
+    with pytest.raises(ValueError, match="rebase needs keep_frames=0"):
+        kvc.withdraw_history(kvc.init_cache(model, spec, 1, H, W), keep_frames=3, rebase=True)
+    with pytest.raises(ValueError, match="needs the re-encoded last frame"):
+        kvc.switch_garment(model, params, kvc.init_cache(model, spec, 1, H, W), d["garment2"])
