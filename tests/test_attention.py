@@ -130,3 +130,15 @@ def test_bad_arguments_are_named():
         attention(q, k, v, layout=CAUSAL)
     with pytest.raises(ValueError, match=r"q \[B,T,N,H\]"):
         attention(q[0], k, v)
+
+
+def test_chunked_handles_the_teacher_forcing_layout_and_skips_ruled_out_tiles():
+    from fc_jax.models.attention import teacher_forcing_layout
+
+    layout = teacher_forcing_layout(3, 3, 4)  # 2 x (2 + 9) frames x 4 tokens = 88 tokens
+    q, k, v = _qkv(b=1, t=88, s=88)
+    xla = attention(q, k, v, backend="xla", layout=layout)
+    chunked = attention(q, k, v, backend="chunked", layout=layout, q_block=8, kv_block=8)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(xla), atol=1e-5)
+    tiles, valid = attn._tile_schedule(layout, 88, 88, 88, 8, 8)
+    assert valid.sum() < 0.6 * 11 * 11  # well under the dense 11 x 11 tile grid

@@ -190,3 +190,44 @@ def test_bad_specs_and_arguments_are_named(setup):
         kvc.withdraw_history(kvc.init_cache(model, spec, 1, H, W), keep_frames=3, rebase=True)
     with pytest.raises(ValueError, match="needs the re-encoded last frame"):
         kvc.switch_garment(model, params, kvc.init_cache(model, spec, 1, H, W), d["garment2"])
+
+
+def test_teacher_forcing_layout_matches_cached_denoising_chunk_by_chunk(setup):
+    """Stage 2's [clean ++ noisy] sequence under the teacher-forcing mask gives, for every noisy chunk, what the
+    cache gives when that chunk is denoised after committing the clean chunks before it."""
+    from fc_jax.models.attention import teacher_forcing_layout
+
+    _, model, params, d = setup
+    clean = d["chunks"][:, :9]
+    t_blocks = jnp.array([1000.0, 833.0, 625.0])  # independent timestep per chunk
+    noise = jax.random.normal(jax.random.key(9), clean.shape)
+    noisy = flow.add_noise(clean, noise, jnp.repeat(t_blocks, 3)[None])
+    cond = jnp.concatenate([d["reference"], d["garment"]], axis=1)
+    latents = jnp.concatenate([cond, clean, cond, noisy], axis=1)
+    timesteps = jnp.concatenate([jnp.zeros((1, 11)), jnp.zeros((1, 2)), jnp.repeat(t_blocks, 3)[None]], axis=1)
+    positions = np.concatenate([np.arange(11), np.arange(11)])
+    layout = teacher_forcing_layout(3, 3, TPF)
+    v = jax.jit(lambda p: model.apply({"params": p}, latents, timesteps, d["context"], positions, layout))(params)
+
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    for k in range(3):
+        cache, ops = _stream(model, params, d, spec, k)
+        x_t = noisy[:, 3 * k : 3 * k + 3]
+        expected = ops.denoise(params, cache, x_t, t_blocks[k])
+        got = flow.x0_from_flow(x_t, v[:, 13 + 3 * k : 16 + 3 * k], t_blocks[k][None])
+        assert _rel(got, expected) <= 1e-5, f"chunk {k}"
+
+
+def test_teacher_forcing_layout_rules():
+    from fc_jax.models.attention import teacher_forcing_layout
+
+    layout = teacher_forcing_layout(2, 3, 1)  # frames: c c | 0 0 0 | 1 1 1 || c c | 0 0 0 | 1 1 1
+    m = layout.dense()
+    clean_cond, clean0, clean1 = [0, 1], [2, 3, 4], [5, 6, 7]
+    noisy_cond, noisy0, noisy1 = [8, 9], [10, 11, 12], [13, 14, 15]
+    seen = lambda q: set(np.nonzero(m[q])[0])
+    assert seen(clean_cond[0]) == set(clean_cond)
+    assert seen(clean1[0]) == set(clean_cond + clean0 + clean1)
+    assert seen(noisy_cond[0]) == set(noisy_cond)
+    assert seen(noisy0[0]) == set(clean_cond + noisy0)
+    assert seen(noisy1[0]) == set(clean_cond + clean0 + noisy1)
