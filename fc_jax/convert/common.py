@@ -160,10 +160,13 @@ def _open_torch(path: str) -> TensorReader:
         raise CheckpointError(
             f"{path} is a PyTorch .pth file; reading it needs torch (pip install 'fc_jax[test]' or torch)"
         ) from e
-    try:
+    try:  # mmap avoids a second copy of large files; legacy (non-zip) files only load without it
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: could not be read as a weights-only PyTorch checkpoint: {e}") from e
+    except Exception:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: could not be read as a weights-only PyTorch checkpoint: {e}") from e
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]
