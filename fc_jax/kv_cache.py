@@ -189,11 +189,14 @@ def _chunk_forward(model, params, cache: KVCache, x, t, return_kv: bool):
     )
 
 
-def denoise(model, params, cache: KVCache, x_t, t):
-    """x0 prediction [B, chunk_frames, h, w, C] for the noisy chunk x_t at timestep t (scalar or [B])."""
+def denoise(model, params, cache: KVCache, x_t, t, sigma=None):
+    """x0 prediction [B, chunk_frames, h, w, C] for the noisy chunk x_t at timestep t (scalar or [B]); the
+    x0 conversion uses σ = t/1000 unless `sigma` is given (see `flow.student_schedule`)."""
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x_t.shape[0],))
+    if sigma is not None:
+        sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x_t.shape[0],))
     v = _chunk_forward(model, params, cache, x_t, t, return_kv=False)
-    return flow.x0_from_flow(x_t.astype(jnp.float32), v, t)
+    return flow.x0_from_flow(x_t.astype(jnp.float32), v, t, sigma)
 
 
 def commit(model, params, cache: KVCache, clean_chunk) -> KVCache:

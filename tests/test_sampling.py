@@ -73,3 +73,12 @@ def test_unipc_matches_diffusers_step_for_step(num_steps):
         x_ref = ref.step(v_ref, t, x_ref).prev_sample
         x, state = step(i, x, jnp.asarray(_model(np.asarray(x), float(schedule.timesteps[i]))), state)
         np.testing.assert_allclose(np.asarray(x), x_ref.numpy(), atol=1e-5, rtol=1e-5, err_msg=f"step {i}")
+
+
+def test_student_schedule_truncates_timesteps_and_uses_table_sigmas_like_the_authors():
+    t, sigma = flow.student_schedule([1000, 750, 500, 250], shift=5.0)
+    np.testing.assert_array_equal(t, [1000.0, 937.0, 833.0, 625.0])
+    table = flow.training_timesteps(5.0)
+    for ti, si in zip(t, sigma):
+        assert si * 1000 in table and abs(si * 1000 - ti) < 0.5
+    assert sigma[0] == 1.0 and sigma[3] == 0.625

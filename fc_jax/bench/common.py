@@ -38,3 +38,43 @@ def compiled_memory(fn: Callable, *abstract_args, **jit_kwargs) -> dict:
 
 def emit(result: dict) -> None:
     print(json.dumps(result, indent=None, sort_keys=False))
+
+
+class CompileCounter:
+    """Counts XLA compilations (jitted functions and eager ops alike) while active, via `jax.log_compiles`."""
+
+    def __init__(self):
+        import logging
+
+        self.count = 0
+        self.names: list[str] = []
+        counter = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record):
+                message = record.getMessage()
+                if record.name.endswith("pxla") and message.startswith("Compiling "):
+                    counter.count += 1
+                    counter.names.append(message.split(" with ")[0][len("Compiling "):])
+
+        self._handler = _Handler(level=logging.DEBUG)
+        self._logger = logging.getLogger("jax._src.interpreters.pxla")
+        self._context = None
+
+    def __enter__(self):
+        import logging
+
+        self._old_level, self._old_propagate = self._logger.level, self._logger.propagate
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.propagate = False  # count quietly
+        self._logger.addHandler(self._handler)
+        self._context = jax.log_compiles(True)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._old_level)
+        self._logger.propagate = self._old_propagate
+        return False

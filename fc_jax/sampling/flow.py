@@ -45,6 +45,22 @@ def warped_timesteps(steps, shift: float, num_train_timesteps: int = NUM_TRAIN_T
     return table[num_train_timesteps - steps]
 
 
+def table_sigma(t, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
+    """σ of the training-table entry nearest to each t (how the authors' scheduler turns an integer timestep
+    into a noise level for add_noise and the x0 conversion); t = 0 maps to σ = 0."""
+    table = np.concatenate([training_timesteps(shift, num_train_timesteps), [0.0]])
+    t = np.asarray(t, np.float64)
+    nearest = np.abs(table[None, :] - t.reshape(-1, 1)).argmin(axis=1)
+    return (table[nearest] / num_train_timesteps).reshape(t.shape)
+
+
+def student_schedule(steps, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
+    """The few-step student's (model timesteps, σ) per step, as the authors run it: the warped list truncated to
+    integers for the model ([1000, 937, 833, 625] at shift 5), σ from the nearest table entry."""
+    t = np.floor(warped_timesteps(steps, shift, num_train_timesteps))
+    return t, table_sigma(t, shift, num_train_timesteps)
+
+
 def sample_training_timesteps(key, shape, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
     """Uniform table index per element -> (timesteps [shape], loss weights [shape]), as the authors' stage 1."""
     idx = jax.random.randint(key, shape, 0, num_train_timesteps)
@@ -59,9 +75,9 @@ def _sigma(t, like):
     return sigma.reshape(sigma.shape + (1,) * (like.ndim - sigma.ndim))
 
 
-def add_noise(x0, noise, t):
-    """x_t = (1 − σ)·x0 + σ·ε with σ = t/1000; t [B] or [B, F]."""
-    sigma = _sigma(t, x0)
+def add_noise(x0, noise, t, sigma=None):
+    """x_t = (1 − σ)·x0 + σ·ε with σ = t/1000 (or the given σ); t [B] or [B, F]."""
+    sigma = _sigma(t, x0) if sigma is None else _sigma(jnp.asarray(sigma) * NUM_TRAIN_TIMESTEPS, x0)
     return ((1.0 - sigma) * x0 + sigma * noise).astype(x0.dtype)
 
 
@@ -70,9 +86,10 @@ def flow_target(x0, noise):
     return noise - x0
 
 
-def x0_from_flow(x_t, flow, t):
-    """x0 = x_t − σ·v."""
-    return x_t - _sigma(t, x_t) * flow
+def x0_from_flow(x_t, flow, t, sigma=None):
+    """x0 = x_t − σ·v with σ = t/1000 (or the given σ, same shape as t)."""
+    sigma = _sigma(t, x_t) if sigma is None else _sigma(jnp.asarray(sigma) * NUM_TRAIN_TIMESTEPS, x_t)
+    return x_t - sigma * flow
 
 
 def flow_from_x0(x_t, x0, t):

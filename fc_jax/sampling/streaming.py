@@ -1,0 +1,198 @@
+"""The real-time generator: a streaming session that makes video chunk by chunk and switches garments live.
+
+Per chunk (3 latent frames): the few-step schedule (model timesteps [1000, 937, 833, 625] at shift 5, x0
+predicted, fresh noise between steps), the t = 0 commit pass that writes the chunk's K/V, then a streaming VAE
+decode. The first chunk's latent frame 0 decodes to one video frame, so chunk 0 gives 9 frames and every later
+chunk 12: N frames need N = 12k − 3 (4k' + 1 with a latent count divisible by 3).
+
+A switch (`switch_garment`) re-encodes the last generated frame as a single image for the reference, encodes the
+new garment, and applies `kv_cache.switch_garment` (refresh + withdraw + disentangle, each switchable). Every
+input is read and checked before the cache is touched, so a failed switch leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax import images, kv_cache
+from fc_jax.models import dit, vae
+from fc_jax.sampling import flow
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchOptions:
+    """Which parts of the garment switch run (the paper's method: all three) and how history is withdrawn."""
+
+    refresh: bool = True
+    withdraw: bool = True
+    disentangle: bool = True
+    keep_frames: int = 0
+    rebase: bool = False
+
+
+def chunk_frame_counts(num_frames: int, chunk_frames: int = 3) -> list[int]:
+    """Video frames produced by each chunk for an N-frame video; raises if N is not producible."""
+    if num_frames < 1 or (num_frames - 1) % 4:
+        raise ValueError(f"--frames must be 4k+1 (the VAE makes 1 frame, then 4 per latent); got {num_frames}")
+    latents = (num_frames - 1) // 4 + 1
+    if latents % chunk_frames:
+        valid = [12 * k - 3 for k in range(1, 8)]
+        raise ValueError(
+            f"{num_frames} frames are {latents} latent frames, not a multiple of the {chunk_frames}-frame chunk; "
+            f"use N = 12k - 3, e.g. {valid}"
+        )
+    first = 4 * (chunk_frames - 1) + 1
+    return [first] + [4 * chunk_frames] * (latents // chunk_frames - 1)
+
+
+def switch_chunks(switch_frames: Mapping[int, object], num_frames: int, chunk_frames: int = 3) -> dict[int, object]:
+    """Map requested switch frames to the chunk before which each switch runs: the first chunk boundary at or
+    after the frame, so the new garment never appears before the frame asked for."""
+    counts = chunk_frame_counts(num_frames, chunk_frames)
+    starts = np.cumsum([0] + counts[:-1])
+    out = {}
+    for frame, image in sorted(switch_frames.items()):
+        if not 0 < frame < num_frames:
+            raise ValueError(f"switch frame {frame} is outside the video (frames 1..{num_frames - 1})")
+        later = np.nonzero(starts >= frame)[0]
+        if not len(later):
+            raise ValueError(
+                f"switch frame {frame} falls in the last chunk (starting at frame {starts[-1]}); "
+                f"no chunk is left to show it in a {num_frames}-frame video"
+            )
+        chunk = int(later[0])
+        if chunk in out:
+            raise ValueError(f"two switches fall before the same chunk (starting at frame {starts[chunk]})")
+        out[chunk] = image
+    return out
+
+
+class StreamingSession:
+    """One stream: `start(reference, garment)`, then `next_chunk()` repeatedly, `switch_garment(image)` between
+    chunks. Images may be paths, PIL images or uint8 arrays of any size (preprocessed as the authors do)."""
+
+    def __init__(self, config, dit_params, vae_params, context, *, seed: int = 0,
+                 switch: SwitchOptions = SwitchOptions()):
+        self.config = config
+        self.model = dit.build_model(config)
+        self.dit_params = dit_params
+        self.vae_params = vae_params
+        self.context = jnp.asarray(context)
+        self.switch_options = switch
+        self.height, self.width = config.video.height, config.video.width
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"video size must be divisible by 16; config has {self.height}x{self.width}")
+        self.latent_h, self.latent_w = self.height // 16, self.width // 16
+        self.spec = kv_cache.CacheSpec.from_config(config, self.latent_h, self.latent_w)
+        self.timesteps, self.sigmas = flow.student_schedule(config.sampling.student_timesteps, config.sampling.shift)
+        self.ops = kv_cache.Ops(self.model, donate=True)
+        self._key = jax.random.key(seed)
+        self._cache = None
+        self._vae_cache = None
+        self._last_frame = None  # [1, H, W, 3] in [-1, 1]
+        self.chunks_made = 0
+        self.frames_made = 0
+
+    # -- conditions -------------------------------------------------------------------------------------------
+    def _encode(self, pixels: np.ndarray):
+        return vae.encode_image(self.vae_params, jnp.asarray(pixels)[None])
+
+    def _garment_latent(self, garment):
+        return self._encode(images.garment_image(garment, self.height, self.width))
+
+    def start(self, reference, garment) -> None:
+        """Prefill the condition block from a person image and a garment image."""
+        ref = self._encode(images.reference_image(reference, self.height, self.width))
+        gar = self._garment_latent(garment)
+        cache = kv_cache.init_cache(self.model, self.spec, 1, self.latent_h, self.latent_w)
+        self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, self.context)
+        self._vae_cache = vae.init_decode_cache(self.config, 1, self.latent_h, self.latent_w)
+        self._last_frame, self.chunks_made, self.frames_made = None, 0, 0
+
+    def _require_started(self, what: str) -> None:
+        if self._cache is None:
+            raise RuntimeError(f"{what} before start(reference, garment): there is no stream yet")
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def _check_positions(self) -> None:
+        top = int(self._cache.next_frame) + self.spec.chunk_frames
+        limit = self.model.cfg.rope_max_positions
+        if top > limit:
+            raise RuntimeError(
+                f"the next chunk would reach RoPE frame {top - 1}, past the table of {limit} positions; switch with "
+                "SwitchOptions(withdraw=True, keep_frames=0, rebase=True) or restart the stream"
+            )
+
+    def next_latents(self):
+        """Denoise and commit the next chunk; its clean latents [1, chunk_frames, h, w, 48]."""
+        self._require_started("next_chunk()")
+        self._check_positions()
+        key = jax.random.fold_in(self._key, self.chunks_made)
+        shape = (1, self.spec.chunk_frames, self.latent_h, self.latent_w, self.model.cfg.in_channels)
+        x = jax.random.normal(jax.random.fold_in(key, 0), shape)
+        steps = len(self.timesteps)
+        for i in range(steps):
+            x0 = self.ops.denoise(self.dit_params, self._cache, x, self.timesteps[i], self.sigmas[i])
+            if i + 1 < steps:
+                noise = jax.random.normal(jax.random.fold_in(key, i + 1), shape)
+                x = flow.add_noise(x0, noise, jnp.full((1,), self.timesteps[i + 1]), jnp.full((1,), self.sigmas[i + 1]))
+        self._cache = self.ops.commit(self.dit_params, self._cache, x0)
+        return x0
+
+    def next_chunk(self) -> np.ndarray:
+        """Generate, commit and decode the next chunk: uint8 frames [n, H, W, 3] (n = 9 first, then 12)."""
+        latents = self.next_latents()
+        frames, self._vae_cache = vae.decode_chunk(self.vae_params, self._vae_cache, latents)
+        self._last_frame = frames[:, -1]
+        self.chunks_made += 1
+        self.frames_made += frames.shape[1]
+        return images.to_uint8(frames[0])
+
+    # -- interaction ------------------------------------------------------------------------------------------
+    def switch_garment(self, garment, **overrides) -> None:
+        """Switch to a new garment between chunks; `overrides` change fields of the session's SwitchOptions."""
+        self._require_started("switch_garment()")
+        options = dataclasses.replace(self.switch_options, **overrides)
+        garment_latent = self._garment_latent(garment)  # reads and checks the image before the cache is touched
+        reference = None
+        if options.disentangle:
+            if self._last_frame is None:
+                reference = self._cache.reference  # nothing generated yet: the original reference stands
+            else:
+                reference = vae.encode_image(self.vae_params, self._last_frame)
+        self._cache = self.ops.switch_garment(
+            self.dit_params, self._cache, garment_latent, reference,
+            refresh=options.refresh, withdraw=options.withdraw, disentangle=options.disentangle,
+            keep_frames=options.keep_frames, rebase=options.rebase,
+        )
+
+    def stream(self, num_frames: int, switches: Mapping[int, object] | None = None,
+               progress: bool = True) -> Iterator[np.ndarray]:
+        """Yield uint8 frame chunks until `num_frames` frames are made, switching garments at the given frames
+        (each applied before the first chunk starting at or after its frame). Call `start` first."""
+        self._require_started("stream()")
+        counts = chunk_frame_counts(num_frames, self.spec.chunk_frames)
+        plan = switch_chunks(switches or {}, num_frames, self.spec.chunk_frames)
+        for image in plan.values():  # fail before generating anything if a switch image is unreadable
+            images.load_image(image)
+        start = time.perf_counter()
+        for c in range(len(counts)):
+            if c in plan:
+                self.switch_garment(plan[c])
+                if progress:
+                    print(f"switched garment before frame {self.frames_made}", file=sys.stderr)
+            frames = self.next_chunk()
+            if progress:
+                elapsed = time.perf_counter() - start
+                rate = self.frames_made / elapsed
+                eta = (num_frames - self.frames_made) / max(rate, 1e-9)
+                print(f"chunk {c + 1}/{len(counts)}: {self.frames_made}/{num_frames} frames, "
+                      f"{rate:.2f} frames/s, eta {eta:.0f}s", file=sys.stderr)
+            yield frames

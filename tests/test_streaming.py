@@ -1,0 +1,153 @@
+"""The streaming session: chunk accounting, switching, compile-once behaviour, errors; images and mp4 I/O."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from fc_jax import images
+from fc_jax.bench.common import CompileCounter
+from fc_jax.config import load_config
+from fc_jax.models import dit, vae
+from fc_jax.sampling.streaming import StreamingSession, chunk_frame_counts, switch_chunks
+
+
+@pytest.fixture(scope="module")
+def parts():
+    config = load_config("tiny")
+    config.vae.update(dict(encoder_res_blocks=1, decoder_res_blocks=1))  # smaller VAE: quicker compiles
+    model = dit.build_model(config)
+    dit_params = dit.init_params(model, jax.random.key(0))
+    dit_params = jax.jit(jax.tree.map, static_argnums=0)(
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), dit_params
+    )
+    vae_params = vae.init_params(config, jax.random.key(2))
+    context = jax.random.normal(jax.random.key(3), (1, config.model.text_len, config.model.text_dim))
+    rng = np.random.default_rng(0)
+    pics = [rng.integers(0, 256, (50 + 10 * i, 40, 3), dtype=np.uint8) for i in range(4)]
+    return config, dit_params, vae_params, context, pics
+
+
+def _session(parts, **kw):
+    config, dit_params, vae_params, context, pics = parts
+    s = StreamingSession(config, dit_params, vae_params, context, seed=3, **kw)
+    s.start(pics[0], pics[1])
+    return s
+
+
+def test_chunk_accounting_and_frame_counts():
+    assert chunk_frame_counts(81) == [9] + [12] * 6
+    assert chunk_frame_counts(9) == [9]
+    with pytest.raises(ValueError, match="4k\\+1"):
+        chunk_frame_counts(80)
+    with pytest.raises(ValueError, match="not a multiple of the 3-frame chunk"):
+        chunk_frame_counts(17)
+
+
+def test_switch_frames_map_to_the_next_chunk_boundary():
+    # chunk starts for 45 frames: 0, 9, 21, 33
+    assert switch_chunks({9: "a"}, 45) == {1: "a"}
+    assert switch_chunks({10: "a", 30: "b"}, 45) == {2: "a", 3: "b"}
+    with pytest.raises(ValueError, match="outside the video"):
+        switch_chunks({45: "a"}, 45)
+    with pytest.raises(ValueError, match="falls in the last chunk"):
+        switch_chunks({40: "a"}, 45)
+    with pytest.raises(ValueError, match="same chunk"):
+        switch_chunks({10: "a", 12: "b"}, 45)
+
+
+def test_streamed_frames_equal_decoding_the_committed_latents_whole(parts):
+    s = _session(parts)
+    frames, latents = [], []
+    for _ in range(3):
+        latents.append(s.next_latents())
+        out, s._vae_cache = vae.decode_chunk(s.vae_params, s._vae_cache, latents[-1])
+        frames.append(out)
+    assert [f.shape[1] for f in frames] == [9, 12, 12]  # latent frame 0 decodes to exactly one frame
+    whole = vae.decode(s.vae_params, jnp.concatenate(latents, axis=1))
+    np.testing.assert_allclose(np.concatenate(frames, axis=1), whole, atol=1e-5)
+
+
+def test_a_long_stream_with_switches_compiles_nothing_after_warmup(parts):
+    _, _, _, _, pics = parts
+    s = _session(parts)
+    s.next_chunk()
+    s.next_chunk()  # later chunks decode with a different (non-first) VAE shape
+    s.switch_garment(pics[2])
+    s.next_chunk()
+    with CompileCounter() as counter:
+        for c in range(27):
+            if c in (8, 16, 24):
+                s.switch_garment(pics[(c // 8) % 4])
+            frames = s.next_chunk()
+    assert counter.count == 0, f"compiled after warm-up: {counter.names}"
+    assert frames.shape == (12, 64, 32, 3) and frames.dtype == np.uint8
+    assert s.chunks_made == 30
+    assert int(s._cache.next_frame) == 2 + 3 * 30  # positions keep growing without rebase
+
+
+def test_bad_input_is_named_and_a_failed_switch_leaves_the_session_usable(parts, tmp_path):
+    config, dit_params, vae_params, context, pics = parts
+    fresh = StreamingSession(config, dit_params, vae_params, context)
+    with pytest.raises(RuntimeError, match="before start"):
+        fresh.switch_garment(pics[1])
+    with pytest.raises(RuntimeError, match="before start"):
+        fresh.next_chunk()
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    a, b = _session(parts), _session(parts)
+    a.next_chunk(), b.next_chunk()
+    with pytest.raises(ValueError, match="cannot read image"):
+        a.switch_garment(str(broken))
+    with pytest.raises(FileNotFoundError, match="image not found"):
+        a.switch_garment(str(tmp_path / "missing.png"))
+    np.testing.assert_array_equal(a.next_chunk(), b.next_chunk())  # as if the failed switches never happened
+
+    with pytest.raises(ValueError, match="outside the video"):
+        next(a.stream(21, {30: pics[2]}))
+
+
+def test_switch_ablations_change_what_they_should(parts):
+    _, _, _, _, pics = parts
+    base = _session(parts)
+    base.next_chunk()
+    full = _session(parts)
+    full.next_chunk()
+    full.switch_garment(pics[2])
+    no_withdraw = _session(parts)
+    no_withdraw.next_chunk()
+    no_withdraw.switch_garment(pics[2], withdraw=False)
+    assert int(full._cache.num_chunks) == 0 and int(no_withdraw._cache.num_chunks) == 1
+    c = base.spec.cond_tokens
+    np.testing.assert_array_equal(np.asarray(no_withdraw._cache.k[:, :, c:]), np.asarray(base._cache.k[:, :, c:]))
+    assert not np.allclose(np.asarray(full._cache.garment), np.asarray(base._cache.garment))
+    assert not np.allclose(np.asarray(full._cache.reference), np.asarray(base._cache.reference))  # disentangled
+
+
+def test_image_preprocessing_matches_the_authors_rules():
+    wide = np.zeros((20, 80, 3), np.uint8)
+    wide[:, 30:50] = 255  # a white stripe in the middle
+    ref = images.reference_image(wide, 40, 20)  # cover: scale 2 -> 40 x 160, centre crop 20 wide
+    assert ref.shape == (40, 20, 3) and ref.min() >= -1 and ref.max() <= 1
+    assert ref[:, 8:12].mean() > 0.9  # the stripe stays centred
+    garment = images.garment_image(np.zeros((10, 40, 3), np.uint8), 40, 20)  # fit: 20 wide x 5 tall, padded
+    assert np.all(garment[:15] == 1.0) and np.all(garment[-15:] == 1.0)  # white above and below
+    assert garment[20, 10].max() == -1.0  # the black garment in the middle
+
+
+def test_mp4_roundtrip(tmp_path):
+    from fc_jax.video import Mp4Writer, read_mp4
+
+    frames = np.zeros((9, 32, 48, 3), np.uint8)
+    frames[:, 8:24, 8:24] = [200, 40, 40]
+    path = str(tmp_path / "v.mp4")
+    with Mp4Writer(path, fps=24) as w:
+        w.write(frames[:4])
+        w.write(frames[4:])
+    back = read_mp4(path)
+    assert back.shape == frames.shape
+    assert np.abs(back.astype(int) - frames).mean() < 6
+    with pytest.raises(ValueError, match="uint8 frames"):
+        Mp4Writer(str(tmp_path / "w.mp4")).write(frames.astype(np.float32))
