@@ -1,4 +1,4 @@
-"""`python -m fc_jax.bench {dit,memory,vae} [options]` — prints one JSON object with the figures."""
+"""`python -m fc_jax.bench {dit,memory,stream,vae} [options]` — prints one JSON object with the figures."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "dit": "our WanDiT forward vs diffusers' at a mid-sized fp32 config on CPU (speedup = diffusers_ms / ours_ms)",
     "memory": "parameter count and ahead-of-time compiled peak memory of the in-context forward (--config=...)",
+    "stream": "streaming student: flatness, cached vs recompute speed-up, switch cost, compiles; 5B chunk memory",
     "vae": "VAE encode / streaming-decode ms per frame (small config) and 1280x704 chunk-decode peak memory",
 }
 

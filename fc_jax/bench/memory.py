@@ -1,6 +1,8 @@
-"""`python -m fc_jax.bench memory --config=configs/wan22_ti2v_5b.py`: the parameter count and the
-ahead-of-time compiled peak memory of the in-context forward (reference + garment + 21 video latent frames at
-1280x704 = 20,240 tokens), on abstract shapes — nothing is allocated, no accelerator needed."""
+"""`python -m fc_jax.bench memory --config=configs/wan22_ti2v_5b.py [--mode=teacher|student]`: the parameter
+count and the ahead-of-time compiled peak memory, on abstract shapes (nothing is allocated, no accelerator), of
+
+- teacher: the in-context forward (reference + garment + 21 video latent frames at 1280x704 = 20,240 tokens);
+- student: one streaming chunk step with the config's KV-cache window (denoise read and commit, cache donated)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from fc_jax.bench.common import compiled_memory, emit
 from fc_jax.config import load_config
+from fc_jax import kv_cache
 from fc_jax.models import dit
 
 
@@ -29,6 +32,7 @@ def main(argv) -> None:
     parser.add_argument("--frames", type=int, default=21, help="video latent frames")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--backend", default=None, help="attention backend (default: the config's)")
+    parser.add_argument("--mode", choices=("teacher", "student"), default="teacher")
     args = parser.parse_args(argv)
 
     config = load_config(args.config)
@@ -40,6 +44,18 @@ def main(argv) -> None:
     count = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
     h, w = config.video.height // 16, config.video.width // 16
+    backend = cfg.attention_backend
+    if backend == "auto":
+        backend = "cudnn" if jax.default_backend() == "gpu" else "chunked"
+    common = {
+        "config": config.name, "params": count,
+        "param_bytes": int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(params))),
+        "resolution": [config.video.height, config.video.width], "dtype": cfg.dtype, "attention_backend": backend,
+        "compiled_for": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    if args.mode == "student":
+        emit({"benchmark": "student_chunk_step_memory", **common, **_student_memory(config, model, params, h, w)})
+        return
     dt = jnp.dtype(cfg.dtype)
     cond = jax.ShapeDtypeStruct((args.batch, 1, h, w, cfg.in_channels), dt)
     video = jax.ShapeDtypeStruct((args.batch, args.frames, h, w, cfg.in_channels), dt)
@@ -51,19 +67,16 @@ def main(argv) -> None:
 
     memory = compiled_memory(forward, params, cond, cond, video, t, context)
     tokens = (args.frames + 2) * (h // 2) * (w // 2)
-    backend = cfg.attention_backend
-    if backend == "auto":
-        backend = "cudnn" if jax.default_backend() == "gpu" else "chunked"
-    emit({
-        "benchmark": "dit_in_context_forward_memory",
-        "config": config.name,
-        "params": count,
-        "param_bytes": int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(params))),
-        "tokens": tokens,
-        "resolution": [config.video.height, config.video.width],
-        "dtype": cfg.dtype,
-        "attention_backend": backend,
-        "compiled_for": jax.default_backend(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        **memory,
-    })
+    emit({"benchmark": "dit_in_context_forward_memory", **common, "tokens": tokens, **memory})
+
+
+def _student_memory(config, model, params, h: int, w: int) -> dict:
+    spec = kv_cache.CacheSpec.from_config(config, h, w)
+    cache = jax.eval_shape(lambda: kv_cache.init_cache(model, spec, 1, h, w))
+    x = jax.ShapeDtypeStruct((1, spec.chunk_frames, h, w, model.cfg.in_channels), jnp.float32)
+    t = jax.ShapeDtypeStruct((), jnp.float32)
+    denoise = compiled_memory(lambda p, c, x, t: kv_cache.denoise(model, p, c, x, t), params, cache, x, t)
+    commit = compiled_memory(lambda p, c, x: kv_cache.commit(model, p, c, x), params, cache, x, donate_argnums=1)
+    cache_bytes = int(sum(np.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(cache)))
+    return {"window_frames": spec.window_frames, "window_tokens": spec.buffer_tokens, "cache_bytes": cache_bytes,
+            "denoise": denoise, "commit": commit}

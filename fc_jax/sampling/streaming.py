@@ -13,6 +13,7 @@ input is read and checked before the cache is touched, so a failed switch leaves
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from typing import Iterator, Mapping
@@ -74,6 +75,25 @@ def switch_chunks(switch_frames: Mapping[int, object], num_frames: int, chunk_fr
     return out
 
 
+def student_chunk(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas):
+    """One chunk of the few-step student, fused: start from noise, for each step predict x0 from the cache and
+    re-noise it with fresh noise to the next step's level; then the t = 0 commit pass.
+
+    timesteps, sigmas: [S] model timesteps and noise levels (`flow.student_schedule`). Returns (clean latents
+    [B, chunk_frames, h, w, C], the cache with the chunk committed).
+    """
+    b = cache.reference.shape[0]
+    shape = (b, cache.spec.chunk_frames) + cache.reference.shape[2:]
+    x = jax.random.normal(jax.random.fold_in(key, 0), shape)
+    steps = timesteps.shape[0]
+    for i in range(steps):
+        x0 = kv_cache.denoise(model, params, cache, x, timesteps[i], sigmas[i])
+        if i + 1 < steps:
+            noise = jax.random.normal(jax.random.fold_in(key, i + 1), shape)
+            x = flow.add_noise(x0, noise, jnp.full((b,), timesteps[i + 1]), jnp.full((b,), sigmas[i + 1]))
+    return x0, kv_cache.commit(model, params, cache, x0)
+
+
 class StreamingSession:
     """One stream: `start(reference, garment)`, then `next_chunk()` repeatedly, `switch_garment(image)` between
     chunks. Images may be paths, PIL images or uint8 arrays of any size (preprocessed as the authors do)."""
@@ -91,8 +111,10 @@ class StreamingSession:
             raise ValueError(f"video size must be divisible by 16; config has {self.height}x{self.width}")
         self.latent_h, self.latent_w = self.height // 16, self.width // 16
         self.spec = kv_cache.CacheSpec.from_config(config, self.latent_h, self.latent_w)
-        self.timesteps, self.sigmas = flow.student_schedule(config.sampling.student_timesteps, config.sampling.shift)
+        timesteps, sigmas = flow.student_schedule(config.sampling.student_timesteps, config.sampling.shift)
+        self.timesteps, self.sigmas = jnp.asarray(timesteps, jnp.float32), jnp.asarray(sigmas, jnp.float32)
         self.ops = kv_cache.Ops(self.model, donate=True)
+        self._chunk = jax.jit(functools.partial(student_chunk, self.model), donate_argnames="cache")
         self._key = jax.random.key(seed)
         self._cache = None
         self._vae_cache = None
@@ -135,15 +157,7 @@ class StreamingSession:
         self._require_started("next_chunk()")
         self._check_positions()
         key = jax.random.fold_in(self._key, self.chunks_made)
-        shape = (1, self.spec.chunk_frames, self.latent_h, self.latent_w, self.model.cfg.in_channels)
-        x = jax.random.normal(jax.random.fold_in(key, 0), shape)
-        steps = len(self.timesteps)
-        for i in range(steps):
-            x0 = self.ops.denoise(self.dit_params, self._cache, x, self.timesteps[i], self.sigmas[i])
-            if i + 1 < steps:
-                noise = jax.random.normal(jax.random.fold_in(key, i + 1), shape)
-                x = flow.add_noise(x0, noise, jnp.full((1,), self.timesteps[i + 1]), jnp.full((1,), self.sigmas[i + 1]))
-        self._cache = self.ops.commit(self.dit_params, self._cache, x0)
+        x0, self._cache = self._chunk(self.dit_params, self._cache, key, self.timesteps, self.sigmas)
         return x0
 
     def next_chunk(self) -> np.ndarray:

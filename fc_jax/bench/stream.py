@@ -1,0 +1,132 @@
+"""`python -m fc_jax.bench stream`: the streaming student on CPU at a small config, in one run —
+
+- flatness: median per-chunk latency (DiT + VAE decode) of the last 10 / first 10 of >= 40 chunks timed with
+  the window full (`dit_flatness`: the same for the DiT part alone);
+- cached_speedup: per-chunk DiT time of recomputing the full block-causal forward over the window at every
+  denoising step (no cache) / the cached chunk (4 denoise reads + 1 commit), same model, same window;
+- switch_over_chunk: a garment switch (garment preprocessing + VAE encodes + cache rescheduling) / one chunk
+  (DiT + VAE decode);
+- compiles_after_warmup: XLA compilations during the timed chunks and switches;
+and, from `python -m fc_jax.bench memory --mode=student` in a subprocess, the ahead-of-time compiled peak memory
+of one 5B student chunk step (denoise read and commit) at 1280x704 with the authors' 23-frame window, bf16,
+cache included, on abstract shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax.bench.common import CompileCounter, emit
+from fc_jax.config import load_config
+from fc_jax.models import dit, vae
+from fc_jax.models.attention import streaming_layout
+from fc_jax.sampling.streaming import StreamingSession
+
+
+def _small_config(args):
+    config = load_config("tiny")
+    config.model.update(dict(dim=args.dim, ffn_dim=4 * args.dim, num_heads=args.dim // 128, num_layers=args.layers))
+    config.video.update(dict(height=args.size, width=args.size))
+    config.vae.update(dict(encoder_res_blocks=1, decoder_res_blocks=1))
+    return config
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return (time.perf_counter() - start) * 1e3
+
+
+def _recompute_chunk_ms(session: StreamingSession, repeats: int) -> float:
+    """Per-chunk time without a cache: every denoising step runs the model over [conditions, full history,
+    noisy chunk] with the streaming block-causal layout (the chunk sees exactly what the cache would give)."""
+    spec, model = session.spec, session.model
+    chunks = spec.history_chunks + 1
+    layout = streaming_layout(chunks, spec.chunk_frames, spec.tokens_per_frame)
+    frames = spec.cond_frames + chunks * spec.chunk_frames
+    latents = jnp.zeros((1, frames, session.latent_h, session.latent_w, model.cfg.in_channels))
+    t = jnp.zeros((1, frames))
+    steps = len(session.timesteps)
+
+    @jax.jit
+    def recompute(p, x, t):
+        for _ in range(steps):  # each step: the whole window, no cache (inputs differ per step in real use)
+            x = x.at[:, -spec.chunk_frames:].set(
+                model.apply({"params": p}, x, t, session.context, np.arange(frames), layout)[:, -spec.chunk_frames:]
+            )
+        return x
+
+    def chunk():
+        return recompute(session.dit_params, latents, t)
+
+    jax.block_until_ready(chunk())
+    return statistics.median(_timed(chunk) for _ in range(repeats))
+
+
+def _memory_5b() -> dict:
+    """The 5B student-step memory figures, compiled in a fresh process (the memory bench sets XLA flags that must
+    be in place before the backend starts)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "fc_jax.bench", "memory", "--mode=student"], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench stream")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--size", type=int, default=128, help="video height = width (pixels)")
+    parser.add_argument("--chunks", type=int, default=40, help="timed chunks with the window full")
+    parser.add_argument("--skip_memory", action="store_true")
+    args = parser.parse_args(argv)
+
+    config = _small_config(args)
+    model = dit.build_model(config)
+    dit_params = dit.init_params(model, jax.random.key(0))
+    vae_params = vae.init_params(config, jax.random.key(1))
+    context = jax.random.normal(jax.random.key(2), (1, config.model.text_len, config.model.text_dim))
+    rng = np.random.default_rng(0)
+    garments = [rng.integers(0, 256, (300, 200, 3), dtype=np.uint8) for _ in range(3)]
+    session = StreamingSession(config, dit_params, vae_params, context)
+    session.start(rng.integers(0, 256, (400, 300, 3), dtype=np.uint8), garments[0])
+
+    # Warm-up: fill the window (and compile the first and later chunk shapes, and a switch).
+    for _ in range(session.spec.history_chunks + 1):
+        session.next_chunk()
+    session.switch_garment(garments[1], withdraw=False)
+    session.next_chunk()
+
+    with CompileCounter() as counter:
+        chunk_ms = [_timed(session.next_chunk) for _ in range(args.chunks)]
+        dit_ms = [_timed(session.next_latents) for _ in range(args.chunks)]
+        switch_ms = [_timed(lambda g=g: session.switch_garment(g, withdraw=False)) for g in garments]
+    flat = lambda ms: statistics.median(ms[-10:]) / statistics.median(ms[:10])
+    chunk, cached = statistics.median(chunk_ms), statistics.median(dit_ms)
+    recompute = _recompute_chunk_ms(session, repeats=5)
+    result = {
+        "benchmark": "streaming_student_cpu",
+        "config": {"dim": args.dim, "layers": args.layers, "size": args.size, "tokens_per_frame":
+                   session.spec.tokens_per_frame, "window_frames": config.student.window_frames},
+        "chunk_ms_median": round(chunk, 2),
+        "dit_chunk_ms_median": round(cached, 2),
+        "flatness": round(flat(chunk_ms), 3),
+        "dit_flatness": round(flat(dit_ms), 3),
+        "recompute_chunk_ms": round(recompute, 2),
+        "cached_speedup": round(recompute / cached, 2),
+        "switch_ms_median": round(statistics.median(switch_ms), 2),
+        "switch_over_chunk": round(statistics.median(switch_ms) / chunk, 3),
+        "compiles_after_warmup": counter.count,
+    }
+    if not args.skip_memory:
+        result["memory_5b_1280x704_bf16"] = _memory_5b()
+    emit(result)
