@@ -1,10 +1,49 @@
-"""Writing mp4 files chunk by chunk with PyAV (FFmpeg bundled in its wheel; H.264, yuv420p)."""
+"""Video files <-> uint8 frames [F, H, W, 3] RGB through PyAV (FFmpeg's libraries in-process, bundled in the
+wheel: exact frame counts, real decode errors). Writing is H.264 yuv420p, chunk by chunk."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
+
+
+class VideoError(ValueError):
+    """A video that cannot be read, or has too few frames for what is asked of it."""
+
+
+@dataclasses.dataclass
+class Video:
+    path: str
+    frames: np.ndarray  # [F, H, W, 3] uint8
+    fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def read_video(path: str) -> Video:
+    """Decode every frame of `path` to RGB. Raises VideoError naming the file if it is missing or undecodable."""
+    import av
+
+    if not os.path.isfile(path):
+        raise VideoError(f"video not found: {path}")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except VideoError:
+        raise
+    except Exception as e:  # av.error.* and container-level failures
+        raise VideoError(f"{path}: cannot be decoded as a video ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise VideoError(f"{path}: the video stream holds no frames")
+    return Video(path, np.stack(frames), fps)
 
 
 class Mp4Writer:
@@ -67,11 +106,7 @@ class Mp4Writer:
             self.abort()
 
 
-def read_mp4(path: str) -> np.ndarray:
-    """All frames of a video file as uint8 [N, H, W, 3]."""
-    import av
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"video not found: {path}")
-    with av.open(path) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+def write_video(path: str, frames: np.ndarray, fps: int = 24, crf: int = 17) -> None:
+    """Encode uint8 frames [F, H, W, 3] as one H.264 mp4 (H and W even)."""
+    with Mp4Writer(path, fps=fps, crf=crf) as writer:
+        writer.write(frames)

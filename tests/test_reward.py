@@ -70,11 +70,11 @@ def test_parity_with_transformers(tiny_checkpoint):
         ref_embeds = vision(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2)).image_embeds
         ref_norm = ref_embeds / ref_embeds.norm(dim=-1, keepdim=True)
         ref = head(ref_norm)[:, 0].numpy()
-    ours = AestheticReward(config).apply({"params": params}, jnp.asarray(pixels))
+    ours = jax.jit(AestheticReward(config).apply)({"params": params}, jnp.asarray(pixels))
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4, atol=1e-6)
     from fc_jax.models.reward import CLIPVision
 
-    embeds = CLIPVision(config).apply({"params": params["clip"]}, jnp.asarray(pixels))
+    embeds = jax.jit(CLIPVision(config).apply)({"params": params["clip"]}, jnp.asarray(pixels))
     rel = np.abs(np.asarray(embeds) - ref_embeds.numpy()).max() / np.abs(ref_embeds.numpy()).max()
     assert rel < 1e-4
 
@@ -113,7 +113,7 @@ def test_frame_reward_interface(tiny_checkpoint):
     assert scores.shape == (4,) and scores.dtype == jnp.float32
     # Same numbers as preprocessing by hand and calling the model.
     pixels = clip_preprocess((frames + 1) / 2, config.image_size)
-    direct = AestheticReward(config).apply({"params": params}, pixels)
+    direct = jax.jit(AestheticReward(config).apply)({"params": params}, pixels)
     np.testing.assert_allclose(np.asarray(scores), np.asarray(direct), rtol=1e-5)
     assert np.unique(np.round(np.asarray(scores), 6)).size == 4  # different frames, different scores
 
@@ -142,3 +142,16 @@ def test_config_from_folder(tmp_path):
     assert (cfg.num_layers, cfg.hidden_size, cfg.image_size) == (3, 32, 28)
     os.remove(tmp_path / "config.json")
     assert clip_config_from_folder(str(tmp_path)) == CLIPVisionConfig()
+
+
+def test_aesthetic_metric_is_the_mean_frame_reward(tiny_checkpoint):
+    from fc_jax.eval.metrics.aesthetic import Aesthetic
+    from fc_jax.video import Video
+
+    root, _, _ = tiny_checkpoint
+    params, config = load_reward_params(str(root / "clip"), str(root / "head.pth"))
+    frames = np.random.default_rng(2).integers(0, 256, (5, 30, 40, 3), dtype=np.uint8)
+    result = Aesthetic(params, config, "tiny", batch=2)(None, Video("v", frames, 24.0))
+    direct = np.asarray(aesthetic_frame_reward(params, config)(jnp.asarray(frames / 127.5 - 1.0, jnp.float32)))
+    np.testing.assert_allclose(result.per_frame["aesthetic"], direct, rtol=1e-5)
+    assert result.values["aesthetic"] == pytest.approx(float(direct.mean()), rel=1e-5)

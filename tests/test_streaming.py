@@ -138,7 +138,7 @@ def test_image_preprocessing_matches_the_authors_rules():
 
 
 def test_mp4_roundtrip(tmp_path):
-    from fc_jax.video import Mp4Writer, read_mp4
+    from fc_jax.video import Mp4Writer, read_video
 
     frames = np.zeros((9, 32, 48, 3), np.uint8)
     frames[:, 8:24, 8:24] = [200, 40, 40]
@@ -146,7 +146,7 @@ def test_mp4_roundtrip(tmp_path):
     with Mp4Writer(path, fps=24) as w:
         w.write(frames[:4])
         w.write(frames[4:])
-    back = read_mp4(path)
+    back = read_video(path).frames
     assert back.shape == frames.shape
     assert np.abs(back.astype(int) - frames).mean() < 6
     with pytest.raises(ValueError, match="uint8 frames"):

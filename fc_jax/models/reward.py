@@ -1,0 +1,169 @@
+"""The aesthetic reward model (REFERENCE §5): CLIP ViT-L/14 image embedding -> LAION "improved aesthetic predictor".
+
+    frames [N, H, W, 3] -> clip_preprocess (224 bicubic resize of the short side, centre crop, CLIP mean/std)
+      -> CLIPVision: patch conv (no bias) + class token + learned positions, pre-LN, pre-norm transformer
+         blocks (quick-GELU MLP), post-LN of the class token, visual projection (no bias)
+      -> L2 normalise -> MLP 768 -> 1024 -> 128 -> 64 -> 16 -> 1 (no activations; dropout is a no-op at inference)
+      -> reward [N]
+
+The same numbers as transformers `CLIPVisionModelWithProjection` + the LAION head. The transformer blocks are
+stacked with `nn.scan` (leading `layers` axis). Everything runs in float32 unless `dtype` says otherwise.
+
+`FrameReward` is the pluggable interface the distillation (GR-DMD reweighting) and the evaluation use: any
+callable mapping frames in [-1, 1] `[N, H, W, 3]` to one score per frame `[N]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPVisionConfig:
+    """The vision tower's geometry; the defaults are CLIP ViT-L/14 at 224 px (303,966,208 parameters)."""
+
+    image_size: int = 224
+    patch_size: int = 14
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_layers: int = 24
+    num_heads: int = 16
+    projection_dim: int = 768
+    layer_norm_eps: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @property
+    def num_positions(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+
+AESTHETIC_WIDTHS = (1024, 128, 64, 16, 1)
+# LAION head: nn.Sequential(Linear, Dropout, Linear, Dropout, Linear, Dropout, Linear, Linear) -> linears at these indices.
+AESTHETIC_LAYER_INDICES = (0, 2, 4, 6, 7)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+class CLIPBlock(nn.Module):
+    """One pre-norm CLIP encoder layer as an `nn.scan` body: x [B, T, D] -> (x, None)."""
+
+    config: CLIPVisionConfig
+
+    @nn.compact
+    def __call__(self, x, _):
+        c = self.config
+        head_dim = c.hidden_size // c.num_heads
+        dense = lambda n, name: nn.Dense(n, dtype=c.dtype, name=name)  # noqa: E731
+        h = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=jnp.float32, name="layer_norm1")(x)
+        b, t, _ = h.shape
+        split = lambda y: y.reshape(b, t, c.num_heads, head_dim)  # noqa: E731
+        q = split(dense(c.hidden_size, "q_proj")(h)) * head_dim**-0.5
+        k = split(dense(c.hidden_size, "k_proj")(h))
+        v = split(dense(c.hidden_size, "v_proj")(h))
+        weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32), axis=-1)
+        attn = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v).reshape(b, t, c.hidden_size)
+        x = x + dense(c.hidden_size, "out_proj")(attn)
+        h = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=jnp.float32, name="layer_norm2")(x)
+        h = dense(c.hidden_size, "fc2")(quick_gelu(dense(c.intermediate_size, "fc1")(h)))
+        return x + h, None
+
+
+class CLIPVision(nn.Module):
+    """CLIP vision tower + visual projection: normalised pixels [B, S, S, 3] (S = image_size) -> embeds [B, P]."""
+
+    config: CLIPVisionConfig
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        c = self.config
+        p = c.patch_size
+        if pixels.shape[1:] != (c.image_size, c.image_size, 3):
+            raise ValueError(f"CLIPVision expects pixels [B, {c.image_size}, {c.image_size}, 3], got {pixels.shape}")
+        x = nn.Conv(c.hidden_size, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=c.dtype,
+                    name="patch_embedding")(pixels.astype(c.dtype))
+        x = x.reshape(x.shape[0], -1, c.hidden_size)
+        cls = self.param("class_embedding", nn.initializers.normal(0.02), (c.hidden_size,))
+        pos = self.param("position_embedding", nn.initializers.normal(0.02), (c.num_positions, c.hidden_size))
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, c.hidden_size)), x], axis=1)
+        x = x + pos.astype(x.dtype)
+        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=jnp.float32, name="pre_layrnorm")(x)
+        blocks = nn.scan(CLIPBlock, variable_axes={"params": 0}, split_rngs={"params": True}, length=c.num_layers)
+        x, _ = blocks(c, name="layers")(x, None)
+        pooled = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=jnp.float32, name="post_layernorm")(x[:, 0])
+        return nn.Dense(c.projection_dim, use_bias=False, dtype=c.dtype, name="visual_projection")(pooled)
+
+
+class AestheticHead(nn.Module):
+    """LAION improved-aesthetic-predictor MLP: embeds [B, 768] -> scores [B] (linear layers only)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width, index in zip(AESTHETIC_WIDTHS, AESTHETIC_LAYER_INDICES):
+            x = nn.Dense(width, name=f"layers_{index}")(x)
+        return x[..., 0]
+
+
+class AestheticReward(nn.Module):
+    """CLIP embedding, L2-normalised, into the aesthetic head: normalised pixels [B, S, S, 3] -> rewards [B]."""
+
+    config: CLIPVisionConfig
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        embeds = CLIPVision(self.config, name="clip")(pixels).astype(jnp.float32)
+        embeds = embeds / jnp.linalg.norm(embeds, axis=-1, keepdims=True)
+        return AestheticHead(name="head")(embeds)
+
+
+def clip_preprocess(images: jax.Array, image_size: int = 224) -> jax.Array:
+    """HF CLIPImageProcessor in JAX: images [N, H, W, 3] in [0, 1] -> [N, S, S, 3] normalised.
+
+    Bicubic resize so the short side is `image_size` (long side `int(S * long / short)`, as transformers computes
+    it; antialiased when shrinking), centre crop to S x S, then `(x - CLIP_MEAN) / CLIP_STD`. Differs from the PIL
+    path of transformers only by PIL's uint8 rounding of the resized image.
+    """
+    n, h, w, ch = images.shape
+    if ch != 3:
+        raise ValueError(f"clip_preprocess expects RGB images [N, H, W, 3], got {images.shape}")
+    short, long = (h, w) if h <= w else (w, h)
+    new_long = int(image_size * long / short)
+    new_h, new_w = (image_size, new_long) if h <= w else (new_long, image_size)
+    x = jax.image.resize(images.astype(jnp.float32), (n, new_h, new_w, 3), method="bicubic", antialias=True)
+    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+    x = x[:, top : top + image_size, left : left + image_size]
+    return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+
+
+class FrameReward(Protocol):
+    """Scores frames: `[N, H, W, 3]` in [-1, 1] (the VAE's pixel range) -> `[N]` float32, higher is better."""
+
+    def __call__(self, frames: jax.Array) -> jax.Array: ...
+
+
+def aesthetic_frame_reward(params: Any, config: CLIPVisionConfig = CLIPVisionConfig()) -> FrameReward:
+    """The LAION aesthetic reward as a `FrameReward` (jit-compiled; `params` = {"clip": ..., "head": ...})."""
+    model = AestheticReward(config)
+
+    @jax.jit
+    def scores(p, frames: jax.Array) -> jax.Array:
+        pixels = clip_preprocess((frames.astype(jnp.float32) + 1.0) / 2.0, config.image_size)
+        return model.apply({"params": p}, pixels)
+
+    return lambda frames: scores(params, frames)  # params as an argument, not baked into the compiled program
+
+
+def reward_target_shapes(config: CLIPVisionConfig) -> dict:
+    """The reward model's parameter tree as ShapeDtypeStructs (nothing allocated)."""
+    pixels = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, 3), jnp.float32)
+    return jax.eval_shape(lambda x: AestheticReward(config).init(jax.random.key(0), x), pixels)["params"]
+
