@@ -292,30 +292,33 @@ def switch_garment(
     return cache
 
 
+@functools.lru_cache(maxsize=None)
+def jit_op(fn, model: dit.WanDiT, donate: bool = False, static: tuple[str, ...] = ()):
+    """`fn(model, ...)` jit-compiled with `model` bound, the cache donated if asked. Cached per (fn, model,
+    donate), so every session or `Ops` of the same model shares one compiled function."""
+    return jax.jit(functools.partial(fn, model), static_argnames=static,
+                   donate_argnames=("cache",) if donate else ())
+
+
 class Ops:
     """The cache operations for one model, each jit-compiled once. With `donate=True` the input cache's
     buffers are donated (updated in place; the input cache must not be used again) — what a streaming session
     wants; with `donate=False` every operation leaves its input intact."""
 
     def __init__(self, model: dit.WanDiT, donate: bool = False):
-        donate_cache = ("cache",) if donate else ()
-
-        def wrap(fn, donating=True, static=()):
-            jitted = jax.jit(
-                functools.partial(fn, model), static_argnames=static,
-                donate_argnames=donate_cache if donating else (),
-            )
-            return jitted
-
         self.model = model
-        self.prefill = wrap(prefill)
-        self.denoise = wrap(denoise, donating=False)
-        self.commit = wrap(commit)
-        self.refresh_garment = wrap(refresh_garment)
-        self.disentangle_reference = wrap(disentangle_reference)
-        self.switch_garment = wrap(
-            switch_garment, static=("refresh", "withdraw", "disentangle", "keep_frames", "rebase")
+        self.prefill = jit_op(prefill, model, donate)
+        self.denoise = jit_op(denoise, model, False)
+        self.commit = jit_op(commit, model, donate)
+        self.refresh_garment = jit_op(refresh_garment, model, donate)
+        self.disentangle_reference = jit_op(disentangle_reference, model, donate)
+        self.switch_garment = jit_op(
+            switch_garment, model, donate, ("refresh", "withdraw", "disentangle", "keep_frames", "rebase")
         )
-        self.withdraw_history = jax.jit(
-            withdraw_history, static_argnames=("keep_frames", "rebase"), donate_argnames=donate_cache
-        )
+        self.withdraw_history = _jitted_withdraw(donate)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_withdraw(donate: bool):
+    return jax.jit(withdraw_history, static_argnames=("keep_frames", "rebase"),
+                   donate_argnames=("cache",) if donate else ())

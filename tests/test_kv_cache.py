@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from fc_jax import kv_cache as kvc
-from fc_jax.config import load_config
-from fc_jax.models import dit
 from fc_jax.models.attention import streaming_layout
 from fc_jax.sampling import flow
 
@@ -17,13 +15,8 @@ TPF = 6
 
 
 @pytest.fixture(scope="module")
-def setup():
-    config = load_config("tiny")
-    model = dit.build_model(config)
-    params = dit.init_params(model, jax.random.key(0))
-    params = jax.jit(jax.tree.map, static_argnums=0)(
-        lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params
-    )  # non-zero head and biases
+def setup(tiny_dit):
+    config, model, params = tiny_dit
     keys = jax.random.split(jax.random.key(2), 6)
     lat = lambda k, f: jax.random.normal(k, (1, f, H, W, 48))
     data = dict(

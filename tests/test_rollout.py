@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 from fc_jax import kv_cache as kvc
-from fc_jax.config import load_config
-from fc_jax.models import dit
 from fc_jax.sampling import flow
 from fc_jax.sampling.streaming import student_chunk
 from fc_jax.training.rollout import self_forcing_rollout
@@ -18,12 +16,8 @@ H, W = 4, 6
 
 
 @pytest.fixture(scope="module")
-def setup():
-    config = load_config("tiny")
-    model = dit.build_model(config)
-    params = jax.jit(jax.tree.map, static_argnums=0)(
-        lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), dit.init_params(model, jax.random.key(0))
-    )
+def setup(tiny_dit):
+    _, model, params = tiny_dit
     spec = kvc.CacheSpec(6, window_frames=14, sink_frames=5)
     ks = jax.random.split(jax.random.key(2), 3)
     ref, garment = (jax.random.normal(k, (1, 1, H, W, 48)) for k in ks[:2])

@@ -4,24 +4,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from fc_jax import images
 from fc_jax.bench.common import CompileCounter
 from fc_jax.config import load_config
-from fc_jax.models import dit, vae
+from fc_jax.models import vae
 from fc_jax.sampling.streaming import StreamingSession, chunk_frame_counts, switch_chunks
 
 
 @pytest.fixture(scope="module")
-def parts():
+def parts(tiny_dit):
+    _, _, dit_params = tiny_dit
     config = load_config("tiny")
     config.vae.update(dict(encoder_res_blocks=1, decoder_res_blocks=1))  # smaller VAE: quicker compiles
-    model = dit.build_model(config)
-    dit_params = dit.init_params(model, jax.random.key(0))
-    dit_params = jax.jit(jax.tree.map, static_argnums=0)(
-        lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), dit_params
-    )
     vae_params = vae.init_params(config, jax.random.key(2))
     context = jax.random.normal(jax.random.key(3), (1, config.model.text_len, config.model.text_dim))
     rng = np.random.default_rng(0)

@@ -5,19 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fc_jax.config import load_config
 from fc_jax.models import dit
 from fc_jax.sampling.teacher import guided_flow, sample_teacher
 
 
 @pytest.fixture(scope="module")
-def setup():
-    config = load_config("tiny")
-    model = dit.build_model(config)
-    params = dit.init_params(model, jax.random.key(0))
-    params = jax.jit(jax.tree.map, static_argnums=0)(
-        lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params
-    )  # non-zero head
+def setup(tiny_dit):
+    config, model, params = tiny_dit
     keys = jax.random.split(jax.random.key(2), 5)
     shape = (1, 1, 4, 6, 48)
     data = dict(

@@ -13,7 +13,6 @@ input is read and checked before the cache is touched, so a failed switch leaves
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from typing import Iterator, Mapping
@@ -114,7 +113,7 @@ class StreamingSession:
         timesteps, sigmas = flow.student_schedule(config.sampling.student_timesteps, config.sampling.shift)
         self.timesteps, self.sigmas = jnp.asarray(timesteps, jnp.float32), jnp.asarray(sigmas, jnp.float32)
         self.ops = kv_cache.Ops(self.model, donate=True)
-        self._chunk = jax.jit(functools.partial(student_chunk, self.model), donate_argnames="cache")
+        self._chunk = kv_cache.jit_op(student_chunk, self.model, donate=True)
         self._key = jax.random.key(seed)
         self._cache = None
         self._vae_cache = None
