@@ -1,0 +1,59 @@
+"""Stage 3: gradient-reweighted DMD with a self-forcing rollout (REFERENCE §5) on Wan2.2-TI2V-5B, with the
+authors' hyper-parameters (configs/gr_dmd_wan22_ic.yaml upstream).
+
+5B run (generator from stage 2, critic and frozen real score from the stage-1 teacher, aesthetic reward):
+    python -m fc_jax.train --config=configs/gr_dmd.py --workdir=gs://bucket/gr_dmd \
+        --config.data.data_dir=gs://bucket/latents --config.distill.generator_from=gs://bucket/tf/params \
+        --config.distill.teacher_from=gs://bucket/sft_teacher/params --config.distill.vae_from=ckpt/vae \
+        --config.distill.reward_from=ckpt/aesthetic
+Test-sized variant: `get_config("tiny")` (tiny model, 2 chunks of 3 latents, synthetic data).
+
+Mesh, sharding rules, checkpoints and data are stage 1's (configs/sft_teacher.py).
+"""
+
+import os
+import runpy
+
+import ml_collections
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in ("", "5b", "tiny"):
+        raise ValueError(f"unknown variant {variant!r} of configs/gr_dmd.py; expected '' (5B) or 'tiny'")
+    c = runpy.run_path(os.path.join(_HERE, "sft_teacher.py"))["get_config"](variant)
+    c.name = "gr_dmd" + ("_tiny" if variant == "tiny" else "")
+    c.stage = "gr_dmd"
+    # Generator (AdamW, betas (0, 0.999), clip 10) in `optim`; the critic's own settings in `critic_optim`.
+    c.optim.update(dict(lr=2e-6, b1=0.0, b2=0.999, warmup_steps=0, schedule="constant", clip_norm=10.0,
+                        grad_accum_steps=1))
+    c.critic_optim = ml_collections.ConfigDict(dict(c.optim.to_dict()))
+    c.critic_optim.lr = 4e-7
+    c.train.update(dict(steps=3000, text_drop_prob=0.0))
+    c.distill = ml_collections.ConfigDict(
+        dict(
+            num_chunks=7,  # 7 blocks x 3 latents = 21 latent frames (81 px frames)
+            generator_every=5,  # generator step every 5th iteration, critic every iteration
+            guidance_scale=3.0,  # real score CFG (text-only drop)
+            temperature=0.2,  # GR-DMD softmax(r / -τ)
+            reward="aesthetic",  # "aesthetic" (CLIP ViT-L/14 + LAION head on decoded frames) | "none" (plain DMD)
+            ema_decay=0.99,
+            ema_start=200,
+            generator_from="",  # stage-2 parameters
+            teacher_from="",  # stage-1 parameters (critic init and frozen real score)
+            vae_from="",
+            reward_from="",
+        )
+    )
+    # Training rollout: full attention over conditions + 7 chunks (authors: local_attn_size -1).
+    c.student.update(dict(window_frames=23, sink_frames=5))
+    if variant == "tiny":
+        c.model.attention.backend = "xla"
+        c.video.update(dict(height=64, width=32, num_frames=21))  # 6 latent frames = 2 chunks, latents 4 x 2
+        c.student.update(dict(window_frames=8, sink_frames=2))  # conditions + 1 history chunk + the chunk
+        c.distill.update(dict(num_chunks=2, reward="none"))
+        c.optim.update(dict(lr=1e-4))
+        c.critic_optim.update(dict(lr=1e-4))
+        c.train.update(dict(steps=20, global_batch=4))
+    return c

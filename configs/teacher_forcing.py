@@ -1,0 +1,37 @@
+"""Stage 2: in-context teacher forcing (REFERENCE §5) on Wan2.2-TI2V-5B, with the authors' hyper-parameters.
+
+5B run (student initialised from the stage-1 teacher's parameters):
+    python -m fc_jax.train --config=configs/teacher_forcing.py --workdir=gs://bucket/teacher_forcing \
+        --config.data.data_dir=gs://bucket/latents --config.train.init_from=gs://bucket/sft_teacher/params
+Smoke run on CPU (tiny model, synthetic triplets):
+    python -m fc_jax.train --config=configs/teacher_forcing.py:tiny --workdir=/tmp/tf_tiny
+
+Everything not set here (mesh, sharding rules, checkpoints, data) is stage 1's (configs/sft_teacher.py).
+"""
+
+import os
+import runpy
+
+import ml_collections
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in ("", "5b", "tiny"):
+        raise ValueError(f"unknown variant {variant!r} of configs/teacher_forcing.py; expected '' (5B) or 'tiny'")
+    c = runpy.run_path(os.path.join(_HERE, "sft_teacher.py"))["get_config"](variant)
+    c.name = "teacher_forcing" + ("_tiny" if variant == "tiny" else "")
+    c.stage = "teacher_forcing"
+    # The doubled sequence (2 x 20,240 tokens at 720p) needs the tile-skipping attention: never a dense mask.
+    c.model.attention.backend = "chunked"
+    c.optim.update(dict(lr=1e-6, b1=0.0, b2=0.999, warmup_steps=0, schedule="constant", clip_norm=10.0))
+    c.train.update(dict(steps=7000, text_drop_prob=0.1))
+    if variant == "tiny":
+        # 21 frames = 6 latent frames = 2 blocks of 3; latents 4 x 2 = 2 tokens per frame; tiles of 4 tokens so
+        # the layout really skips tiles.
+        c.video.update(dict(height=64, width=32, num_frames=21))
+        c.model.attention.update(dict(q_block=4, kv_block=4))
+        c.optim.update(dict(lr=1e-3, warmup_steps=0, clip_norm=10.0))
+        c.train.update(dict(steps=100))
+    return c

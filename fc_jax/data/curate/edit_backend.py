@@ -1,0 +1,125 @@
+"""The image-edit backend behind try-off and try-on: `edit(prompt, images) -> image`, with two HTTP kinds.
+
+- `openai`: OpenAI-compatible `POST {base_url}/images/edits`, multipart form (`model`, `prompt`, `n=1`,
+  `response_format=b64_json`, optional `size`, the images as `image[]` PNG files); the answer's
+  `data[0].b64_json` (or `data[0].url` as a data URL) is the result.
+- `json`: a self-hosted editing model (e.g. Qwen-Image-Edit behind a small server): `POST {base_url}` with JSON
+  `{"model", "prompt", "images": [PNG data URLs]}`; the answer is `{"image": base64 or data URL}`.
+
+HTTP 429/5xx, timeouts and refused connections are retried with exponential backoff; after `max_retries` an
+`EditError` with `transient=True` says so (the manifest records an error, tried again next run). Other HTTP
+errors (a refused prompt, a bad image) and answers without an image raise `EditError` with `transient=False`
+(recorded as a rejection).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("openai", "json")
+
+
+class EditError(RuntimeError):
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+class EditBackend(Protocol):
+    def edit(self, prompt: str, images: list[np.ndarray]) -> np.ndarray:
+        """uint8 RGB images [H, W, 3] (the first is the one edited) -> the edited uint8 RGB image."""
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_image(data: str, where: str) -> np.ndarray:
+    """base64 (or a base64 data URL) -> uint8 RGB [H, W, 3]."""
+    try:
+        raw = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data, validate=True)
+        with Image.open(io.BytesIO(raw)) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # binascii / PIL errors
+        raise EditError(f"{where}: the returned image does not decode ({type(e).__name__}: {e})", False) from e
+
+
+class HTTPEditBackend:
+    """Either kind of `KINDS`, from the config's `edit` block."""
+
+    def __init__(self, cfg):
+        if cfg.kind not in KINDS:
+            raise ValueError(f"edit.kind must be one of {KINDS}, got {cfg.kind!r}")
+        if not cfg.base_url:
+            raise ValueError("edit.base_url is not set: the try-off and try-on stages need an image-edit server")
+        self.cfg = cfg
+        self.url = cfg.base_url.rstrip("/") + ("/images/edits" if cfg.kind == "openai" else "")
+        self.stats = {"requests": 0, "retries": 0}
+
+    def edit(self, prompt: str, images: list[np.ndarray]) -> np.ndarray:
+        body, content_type = (self._multipart if self.cfg.kind == "openai" else self._json)(prompt, images)
+        answer = self._send(body, content_type)
+        try:
+            data = answer["data"][0] if self.cfg.kind == "openai" else answer
+            image = data.get("b64_json") or data.get("image") or data.get("url") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            image = ""
+        if not isinstance(image, str) or not image:
+            raise EditError(f"{self.url}: the answer holds no image: {json.dumps(answer)[:200]}", False)
+        return decode_image(image, self.url)
+
+    def _json(self, prompt, images):
+        urls = ["data:image/png;base64," + base64.b64encode(png_bytes(im)).decode() for im in images]
+        return json.dumps({"model": self.cfg.model, "prompt": prompt, "images": urls}).encode(), "application/json"
+
+    def _multipart(self, prompt, images):
+        boundary = uuid.uuid4().hex
+        fields = {"model": self.cfg.model, "prompt": prompt, "n": "1", "response_format": "b64_json"}
+        if self.cfg.size:
+            fields["size"] = self.cfg.size
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                 for k, v in fields.items()]
+        for i, im in enumerate(images):
+            head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image[]"; filename="image{i}.png"\r\n'
+                    "Content-Type: image/png\r\n\r\n")
+            parts.append(head.encode() + png_bytes(im) + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+    def _send(self, body: bytes, content_type: str) -> dict:
+        c = self.cfg
+        headers = {"Content-Type": content_type}
+        if c.api_key:
+            headers["Authorization"] = f"Bearer {c.api_key}"
+        last = ""
+        for attempt in range(c.max_retries + 1):
+            try:
+                self.stats["requests"] += 1
+                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=c.timeout) as r:
+                    return json.loads(r.read().decode())
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}: {e.read().decode(errors='replace')[:300]}"
+                if e.code != 429 and e.code < 500:
+                    raise EditError(f"{self.url}: {last}", False) from e
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            except json.JSONDecodeError as e:
+                raise EditError(f"{self.url}: the answer is not JSON ({e})", False) from e
+            if attempt < c.max_retries:
+                self.stats["retries"] += 1
+                time.sleep(c.backoff * 2**attempt)
+        raise EditError(f"{self.url}: failed after {c.max_retries + 1} attempts; last: {last}", True)

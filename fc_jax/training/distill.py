@@ -1,0 +1,384 @@
+"""Stage 3, gradient-reweighted DMD with a self-forcing rollout (REFERENCE §5).
+
+Three copies of the one `WanDiT`: the generator (the causal student, from stage 2), the critic or fake score (from
+the stage-1 teacher, trained) and the real score (the stage-1 teacher, frozen, kept outside the state). One
+iteration = a generator step every `generator_every`-th iteration (the first included), then a critic step:
+
+- rollout: prefill [reference, garment] at t = 0 into a fresh KV cache, generate `num_chunks` chunks of 3 latents
+  with the few-step schedule; one exit step per rollout (drawn on the host, `exit_step`) is the only forward with
+  gradient (`fc_jax.training.rollout`);
+- generator: t ~ U[0, 1000) per video, shifted, clamped to [20, 980]; `x_t = add_noise(sg(x), ε, t)`; real x0 =
+  guided teacher (text-only drop: the negative context, reference and garment kept), fake x0 = conditional critic;
+  rewards of the decoded frames (no gradient) weight the frames (`fc_jax.losses.gr_dmd_loss`); without a reward,
+  plain `dmd_loss`;
+- critic: flow MSE on the no-grad rollout at an independently drawn t of the same law, conditions at t = 0.
+
+Models are fed t truncated to an integer; `add_noise` and the x0 conversion use σ = t / 1000.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fc_jax import kv_cache
+from fc_jax.losses import dmd_loss, gr_dmd_loss
+from fc_jax.models import dit
+from fc_jax.sampling import flow
+from fc_jax.training.rollout import self_forcing_rollout
+from fc_jax.training.sharding import Rules, replicated, tree_shardings
+from fc_jax.training.state import init_inputs, update_ema
+
+# Logical axes of each array of a batch (no accumulation axis: one rollout batch per iteration).
+BATCH_AXES = {
+    "reference": ("batch", "frames", None, None, "channels"),
+    "garment": ("batch", "frames", None, None, "channels"),
+    "context": ("batch", None, None),
+    "negative_context": ("batch", None, None),
+}
+
+# latents [B, F, h, w, C] -> per decoded frame rewards [B, 4F − 3] (no gradient needed)
+RewardFn = Callable[[jax.Array], jax.Array]
+
+
+@flax.struct.dataclass
+class DistillState:
+    """step: int32 [] iterations done (a critic step each); rng: raw key data, iteration k draws from
+    fold_in(rng, k); ema: the generator's EMA parameters."""
+
+    step: jax.Array
+    generator: Any
+    critic: Any
+    generator_opt: Any
+    critic_opt: Any
+    ema: Any
+    rng: jax.Array
+
+
+def _boxed_state(model, tx_gen, tx_critic, seed: int) -> DistillState:
+    params = model.init(jax.random.key(seed), *init_inputs(model))["params"]
+    return DistillState(jnp.zeros((), jnp.int32), params, params, tx_gen.init(params), tx_critic.init(params),
+                        params, jax.random.key_data(jax.random.key(seed)))
+
+
+def state_shardings(model, tx_gen, tx_critic, mesh, rules: Rules) -> tuple[DistillState, DistillState]:
+    """(abstract state: ShapeDtypeStructs with their shardings, the NamedSharding tree); every parameter copy and
+    optimizer moment laid out like stage 1's parameters."""
+    boxed = jax.eval_shape(lambda: _boxed_state(model, tx_gen, tx_critic, 0))
+    shardings = tree_shardings(boxed, mesh, rules).replace(step=replicated(mesh), rng=replicated(mesh))
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
+                            shardings)
+    return abstract, shardings
+
+
+def init_state(tx_gen, tx_critic, shardings: DistillState, generator, teacher, seed: int) -> DistillState:
+    """A fresh state in its sharded layout: generator (and its EMA) <- `generator`, critic <- `teacher`."""
+
+    def init(generator, teacher):
+        copy = lambda tree: jax.tree.map(jnp.copy, tree)  # distinct buffers: the state is donated leaf by leaf
+        return DistillState(jnp.zeros((), jnp.int32), generator, copy(teacher), tx_gen.init(generator),
+                            tx_critic.init(teacher), copy(generator), jax.random.key_data(jax.random.key(seed)))
+
+    return jax.jit(init, in_shardings=(shardings.generator, shardings.critic), out_shardings=shardings)(
+        generator, teacher)
+
+
+def sample_score_timesteps(key, batch: int, shift: float, t_min: float = 20.0, t_max: float = 980.0):
+    """t ~ U{0..999} per video, shifted, clamped to [t_min, t_max]: [B] float32 (the authors' DMD / critic t)."""
+    u = jax.random.randint(key, (batch,), 0, flow.NUM_TRAIN_TIMESTEPS).astype(jnp.float32)
+    t = flow.shift_sigma(u / flow.NUM_TRAIN_TIMESTEPS, shift) * flow.NUM_TRAIN_TIMESTEPS
+    return jnp.clip(t, t_min, t_max)
+
+
+def exit_step_for(seed: int, step: int, steps: int) -> int:
+    """The rollout's exit step of iteration `step`, drawn on the host from (seed, step): a resumed run draws the
+    same as an uninterrupted one, and every process the same."""
+    return int(np.random.default_rng([seed, step, 0xE1]).integers(steps))
+
+
+def _x0(model, params, batch, noisy, t, context):
+    v = dit.in_context_forward(model, params, batch["reference"], batch["garment"], noisy, jnp.floor(t), context)
+    return flow.x0_from_flow(noisy, v.astype(jnp.float32), t)
+
+
+class Distiller:
+    """The stage's pure functions for one model and config. `reward_fn` None: plain DMD."""
+
+    def __init__(self, model: dit.WanDiT, config, reward_fn: RewardFn | None = None):
+        d = config.distill
+        self.model, self.reward_fn = model, reward_fn
+        self.shift, self.guidance = float(config.sampling.shift), float(d.guidance_scale)
+        self.num_chunks, self.temperature = int(d.num_chunks), float(d.temperature)
+        self.ema_decay, self.ema_start = float(d.ema_decay), int(d.ema_start)
+        self.timesteps, self.sigmas = (jnp.asarray(a, jnp.float32) for a in
+                                       flow.student_schedule(config.sampling.student_timesteps, self.shift))
+        self.config = config
+
+    def rollout(self, params, batch, key, exit_step: int):
+        """Student samples [B, num_chunks·chunk, h, w, C] (gradient through the exit-step forwards only)."""
+        ref = batch["reference"].astype(jnp.float32)
+        b, _, h, w, _ = ref.shape
+        spec = kv_cache.CacheSpec.from_config(self.config, h, w)
+        cache = kv_cache.init_cache(self.model, spec, b, h, w)
+        cache = kv_cache.prefill(self.model, jax.lax.stop_gradient(params), cache, ref,
+                                 batch["garment"].astype(jnp.float32), batch["context"])
+        x, _ = self_forcing_rollout(self.model, params, cache, key, self.timesteps, self.sigmas,
+                                    num_chunks=self.num_chunks, exit_step=exit_step)
+        return x
+
+    def generator_loss(self, generator, critic, real, batch, key, exit_step: int):
+        """(mean (GR-)DMD loss, aux {dmd_grad_abs}) of one rollout batch."""
+        key_roll, key_t, key_noise = jax.random.split(key, 3)
+        x = self.rollout(generator, batch, key_roll, exit_step)
+        b = x.shape[0]
+        t = sample_score_timesteps(key_t, b, self.shift)
+        noisy = flow.add_noise(jax.lax.stop_gradient(x), jax.random.normal(key_noise, x.shape), t)
+        real_cond = _x0(self.model, real, batch, noisy, t, batch["context"])
+        real_uncond = _x0(self.model, real, batch, noisy, t, batch["negative_context"])
+        real_x0 = real_cond + self.guidance * (real_cond - real_uncond)
+        fake_x0 = _x0(self.model, jax.lax.stop_gradient(critic), batch, noisy, t, batch["context"])
+        if self.reward_fn is None:
+            losses = dmd_loss(x, real_x0, fake_x0)
+        else:
+            rewards = jax.lax.stop_gradient(self.reward_fn(jax.lax.stop_gradient(x)))
+            losses = gr_dmd_loss(x, real_x0, fake_x0, rewards, temperature=self.temperature,
+                                 chunk_frames=int(self.config.student.chunk_frames))
+        return losses.mean(), {"dmd_gap": jnp.abs(real_x0 - fake_x0).mean()}
+
+    def critic_loss(self, critic, generator, batch, key, exit_step: int):
+        """Flow MSE of the critic on a no-grad rollout at a fresh shifted t (conditions at t = 0)."""
+        key_roll, key_t, key_noise = jax.random.split(key, 3)
+        x = jax.lax.stop_gradient(self.rollout(jax.lax.stop_gradient(generator), batch, key_roll, exit_step))
+        t = sample_score_timesteps(key_t, x.shape[0], self.shift)
+        noise = jax.random.normal(key_noise, x.shape)
+        noisy = flow.add_noise(x, noise, t)
+        v = dit.in_context_forward(self.model, critic, batch["reference"], batch["garment"], noisy, jnp.floor(t),
+                                   batch["context"])
+        return jnp.mean(jnp.square(v.astype(jnp.float32) - flow.flow_target(x, noise)))
+
+    def generator_step(self, tx: optax.GradientTransformation, exit_step: int):
+        """`step(state, real, batch) -> (state, metrics)`: one generator update and its EMA (step unchanged)."""
+
+        def step(state: DistillState, real, batch):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), 0)
+            (loss, aux), grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
+                state.generator, state.critic, real, batch, key, exit_step)
+            grad_norm = optax.global_norm(grads)
+            updates, opt = tx.update(grads, state.generator_opt, state.generator)
+            params = optax.apply_updates(state.generator, updates)
+            ema = update_ema(state.ema, params, state.step, self.ema_decay, self.ema_start)
+            new = state.replace(generator=params, generator_opt=opt, ema=ema)
+            return _guarded(new, state, loss, grad_norm, {"generator/loss": loss, "generator/grad_norm": grad_norm,
+                                                          "generator/dmd_gap": aux["dmd_gap"]})
+
+        return step
+
+    def critic_step(self, tx: optax.GradientTransformation, exit_step: int):
+        """`step(state, batch) -> (state, metrics)`: one critic update; advances `state.step`."""
+
+        def step(state: DistillState, batch):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), 1)
+            loss, grads = jax.value_and_grad(self.critic_loss)(state.critic, state.generator, batch, key, exit_step)
+            grad_norm = optax.global_norm(grads)
+            updates, opt = tx.update(grads, state.critic_opt, state.critic)
+            new = state.replace(step=state.step + 1, critic=optax.apply_updates(state.critic, updates),
+                                critic_opt=opt)
+            return _guarded(new, state, loss, grad_norm, {"critic/loss": loss, "critic/grad_norm": grad_norm})
+
+        return step
+
+
+def _guarded(new, old, loss, grad_norm, metrics):
+    """Keep `old` when the loss or gradient norm is not finite (nothing poisoned is kept); report `finite`."""
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old), {**metrics, "finite": finite}
+
+
+def make_reward(vae_params, frame_reward, vae_dtype=None) -> RewardFn:
+    """latents [B, F, h, w, C] -> decode (Wan VAE) -> frames [B, 4F − 3, H, W, 3] in [-1, 1] -> `frame_reward`
+    per frame -> [B, 4F − 3]."""
+    from fc_jax.models import vae
+
+    def reward(latents):
+        frames = vae._decode(vae_params, latents, vae_dtype)
+        b, p = frames.shape[:2]
+        return frame_reward(frames.reshape((b * p,) + frames.shape[2:])).reshape(b, p)
+
+    return reward
+
+
+class CompiledSteps:
+    """The generator and critic steps compiled ahead of time for a mesh (state donated, in/out shardings), one
+    program per exit step, compiled on first use."""
+
+    def __init__(self, distiller: Distiller, tx_gen, tx_critic, abstract, shardings, batch_shardings, mesh, rules):
+        self._args = (distiller, tx_gen, tx_critic, abstract, shardings, batch_shardings, mesh, rules)
+        self._cache: dict = {}
+
+    def generator(self, exit_step: int, batch):
+        return self._get("generator", exit_step, batch)
+
+    def critic(self, exit_step: int, batch):
+        return self._get("critic", exit_step, batch)
+
+    def _get(self, which: str, exit_step: int, batch):
+        from fc_jax.training.sharding import activation_sharding
+
+        distiller, tx_gen, tx_critic, abstract, shardings, batch_sh, mesh, rules = self._args
+        shapes = {k: v.shape for k, v in batch.items()}
+        key = (which, exit_step, tuple(sorted(shapes.items())))
+        if key not in self._cache:
+            batch_abs = {k: jax.ShapeDtypeStruct(s, np.float32, sharding=batch_sh[k]) for k, s in shapes.items()}
+            out = (shardings, replicated(mesh))
+            if which == "generator":
+                fn = jax.jit(distiller.generator_step(tx_gen, exit_step),
+                             in_shardings=(shardings, shardings.generator, batch_sh), out_shardings=out,
+                             donate_argnums=(0,))
+                args = (abstract, abstract.generator, batch_abs)
+            else:
+                fn = jax.jit(distiller.critic_step(tx_critic, exit_step), in_shardings=(shardings, batch_sh),
+                             out_shardings=out, donate_argnums=(0,))
+                args = (abstract, batch_abs)
+            with activation_sharding(mesh, rules):
+                self._cache[key] = fn.lower(*args).compile()
+        return self._cache[key]
+
+
+def iteration(steps: CompiledSteps, state: DistillState, real, batch, *, seed: int, generator_every: int,
+              num_student_steps: int):
+    """One iteration on the host: the generator step when `state.step % generator_every == 0`, then the critic
+    step. Returns (state, metrics as numpy)."""
+    step = int(jax.device_get(state.step))
+    exit_step = exit_step_for(seed, step, num_student_steps)
+    metrics = {}
+    if step % generator_every == 0:
+        state, m = steps.generator(exit_step, batch)(state, real, batch)
+        metrics.update(jax.device_get(m))
+        if not metrics["finite"]:
+            return state, metrics
+    state, m = steps.critic(exit_step, batch)(state, batch)
+    m = jax.device_get(m)
+    metrics["finite"] = bool(m.pop("finite")) and bool(metrics.get("finite", True))
+    metrics.update(m)
+    return state, metrics
+
+
+def _load_params(path: str, config, abstract_params, what: str):
+    from fc_jax.training.state import load_pretrained
+
+    if not path:
+        return None
+    try:
+        return load_pretrained(path, config, abstract_params)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"config.distill.{what} = {path!r}: could not load DiT parameters from it: {e}") from e
+
+
+def _reward_fn(config) -> RewardFn | None:
+    """The configured reward on latents (VAE decode -> aesthetic score per frame), or None for plain DMD."""
+    d = config.distill
+    if d.reward == "none":
+        return None
+    if d.reward != "aesthetic":
+        raise ValueError(f"config.distill.reward {d.reward!r}: expected 'aesthetic' or 'none'")
+    if not d.vae_from or not d.reward_from:
+        raise ValueError("config.distill.reward='aesthetic' needs config.distill.vae_from and reward_from (fc_jax "
+                         "orbax folders written by `python -m fc_jax.convert`); or set reward='none' for plain DMD")
+    from fc_jax.convert.common import load_params
+    from fc_jax.models import reward, vae
+
+    vae_params = load_params(d.vae_from, vae.abstract_params(config))
+    head = reward.aesthetic_frame_reward(load_params(d.reward_from, reward.reward_target_shapes(reward.CLIPVisionConfig())))
+    return make_reward(vae_params, head)
+
+
+def train(config, workdir: str) -> dict:
+    """Run stage 3 in `workdir`, resuming from its latest checkpoint (state and data iterator). Returns a summary
+    {step, preempted}. Raises `loop.NonFiniteError` (nothing of that iteration saved) on a non-finite loss."""
+    import os
+    import time
+
+    from fc_jax.data.pipeline import load_empty_prompt
+    from fc_jax.training import distributed, loop, sft
+    from fc_jax.training.checkpoint import Checkpointer
+    from fc_jax.training.logger import MetricLogger
+    from fc_jax.training.optim import make_optimizer
+    from fc_jax.training.sharding import global_batch, logical_rules, logical_sharding, make_mesh
+
+    distributed.initialize(config.distributed.initialize)
+    mesh, rules = make_mesh(config.mesh), logical_rules(config)
+    model = dit.build_model(config)
+    tx_gen, _ = make_optimizer(config.optim)
+    tx_critic, _ = make_optimizer(config.critic_optim)
+    abstract, shardings = state_shardings(model, tx_gen, tx_critic, mesh, rules)
+    _, _, host_rows = loop.batch_layout(config, mesh, rules)
+    builder = sft.open_latent_data(config, workdir)
+    train_data, _, _ = sft.make_data(config, builder, host_rows,
+                                     jax.process_index(), jax.process_count())
+    data_iter = iter(train_data)
+    empty = load_empty_prompt(builder).astype(np.float32)
+    negative = np.zeros((host_rows, config.model.text_len, empty.shape[1]), np.float32)
+    negative[:, : empty.shape[0]] = empty[: config.model.text_len]
+
+    teacher = _load_params(config.distill.teacher_from, config, abstract.critic, "teacher_from")
+    if teacher is None:  # smoke runs: a random teacher
+        teacher = jax.jit(lambda: dit.init_params(model, jax.random.key(config.train.seed)),
+                          out_shardings=shardings.critic)()
+    generator = _load_params(config.distill.generator_from, config, abstract.generator, "generator_from")
+    generator = jax.tree.map(jnp.copy, teacher) if generator is None else generator
+    real = jax.tree.map(jnp.copy, teacher)
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=config.checkpoint.keep_last,
+                        keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = ckpt.restore(latest, abstract, data_iter)
+    else:
+        state = init_state(tx_gen, tx_critic, shardings, generator, teacher, int(config.train.seed))
+    del generator, teacher
+    batch_sh = {k: logical_sharding(v, mesh, rules) for k, v in BATCH_AXES.items()}
+    steps = CompiledSteps(Distiller(model, config, _reward_fn(config)), tx_gen, tx_critic, abstract, shardings,
+                          batch_sh, mesh, rules)
+    num_student_steps = len(config.sampling.student_timesteps)
+    start = step = int(jax.device_get(state.step))
+    total = int(config.train.steps)
+    main = distributed.is_main_process()
+    logger = MetricLogger(workdir, total, start, enabled=main)
+    preemption = loop.Preemption()
+    preempted = False
+    try:
+        while step < total:
+            began = time.perf_counter()
+            local = next(data_iter)
+            ids = local.pop("id")
+            local = {k: local[k] for k in ("reference", "garment", "context")} | {"negative_context": negative}
+            state, metrics = iteration(steps, state, real, global_batch(local, batch_sh), seed=int(config.train.seed),
+                                       generator_every=int(config.distill.generator_every),
+                                       num_student_steps=num_student_steps)
+            if not metrics["finite"]:
+                raise loop.NonFiniteError(
+                    f"iteration {step + 1}: {metrics} not finite. Batch records: {list(map(str, ids))}. The last good "
+                    f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
+            step += 1
+            logger.step(step, {k: float(v) for k, v in metrics.items() if k != "finite"},
+                        time.perf_counter() - began, warmup=step == start + 1)
+            if step % int(config.train.log_every) == 0 or step == total:
+                logger.flush(step, 0)
+            if step % int(config.checkpoint.every) == 0 or step == total:
+                ckpt.save(step, state, data_iter, config)
+            if distributed.any_process(preemption.requested) and step < total:
+                if step % int(config.checkpoint.every):
+                    ckpt.save(step, state, data_iter, config)
+                preempted = True
+                break
+    finally:
+        preemption.restore()
+        ckpt.close()
+        logger.close()
+    return {"step": step, "preempted": preempted}

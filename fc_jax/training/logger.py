@@ -1,0 +1,87 @@
+"""Training metrics to stdout (progress, rate, ETA), TensorBoard event files (tensorboardX: no TensorFlow
+needed) and `metrics.jsonl` (every step's loss, for tools and tests). Only the main process writes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+
+
+def _eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+class MetricLogger:
+    def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.window: dict[str, list[float]] = {}
+        self.started = time.perf_counter()
+        self.timed_steps = 0
+        self.timed_seconds = 0.0
+        self.writer = None
+        self.jsonl = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            os.makedirs(workdir, exist_ok=True)
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+    def step(self, step: int, metrics: dict[str, float], step_seconds: float, warmup: bool) -> None:
+        """Record one optimizer step; `warmup` steps (the first of a run: buffers, caches, data start-up) are
+        left out of the step time and rates."""
+        for key, value in metrics.items():
+            self.window.setdefault(key, []).append(float(value))
+        if not warmup:
+            self.timed_steps += 1
+            self.timed_seconds += step_seconds
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+            self.jsonl.flush()
+
+    def seconds_per_step(self) -> float:
+        return self.timed_seconds / self.timed_steps if self.timed_steps else float("nan")
+
+    def flush(self, step: int, tokens_per_step: int, extra: dict[str, float] | None = None) -> None:
+        """Write the means of the metrics since the last flush, the rates, progress and ETA."""
+        means = {k: sum(v) / len(v) for k, v in self.window.items() if v}
+        self.window = {}
+        sps = self.seconds_per_step()
+        scalars = {
+            **{f"train/{k}": v for k, v in means.items()},
+            "perf/step_seconds": sps,
+            "perf/tokens_per_second": tokens_per_step / sps if sps == sps and sps > 0 else float("nan"),
+            **(extra or {}),
+        }
+        if not self.enabled:
+            return
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+        done = step / self.total_steps
+        eta = _eta((self.total_steps - step) * sps) if sps == sps else "?"
+        parts = [f"step {step}/{self.total_steps} ({100 * done:.1f}%)"]
+        parts += [f"{k} {v:.6g}" for k, v in means.items()]
+        parts += [f"{k} {v:.6g}" for k, v in (extra or {}).items()]
+        parts.append(f"{sps:.3f} s/step, {scalars['perf/tokens_per_second']:,.0f} tokens/s, ETA {eta}")
+        print(" | ".join(parts), file=sys.stdout, flush=True)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Write extra scalars (evaluation results) now."""
+        if not self.enabled:
+            return
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+        print(f"step {step}: " + ", ".join(f"{k} {v:.6g}" for k, v in values.items()), flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
