@@ -57,7 +57,8 @@ def test_gradient_flows_only_through_the_exit_step_forward(setup):
     rolled = jax.jit(jax.grad(loss), static_argnums=(1, 2))(params, 0, 2)
     assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(rolled)) > 0
     for a, b in zip(jax.tree.leaves(rolled), jax.tree.leaves(single)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        a, b = np.asarray(a), np.asarray(b)  # float noise scales with the leaf; a leak through the cache would not
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * max(1.0, np.abs(b).max()))
 
 
 def test_exit_step_out_of_range_is_named(setup):
