@@ -66,17 +66,11 @@ def demo_images(height: int, width: int) -> tuple[Image.Image, Image.Image]:
     return person, shirt
 
 
-def _load_weights(config, checkpoint: str | None, key):
-    """(dit params, vae params, context [1, Lt, text_dim], random?)."""
-    from fc_jax.models import dit, vae
-
-    if checkpoint is None:
-        model = dit.build_model(config)
-        dit_params = dit.init_params(model, jax.random.fold_in(key, 1))
-        vae_params = vae.init_params(config, jax.random.fold_in(key, 2))
-        context = 0.1 * jax.random.normal(jax.random.fold_in(key, 3), (1, config.model.text_len, config.model.text_dim))
-        return dit_params, vae_params, context, True
-
+def load_checkpoint(config, checkpoint: str, tokenizer: str | None = None):
+    """(dit params, vae params, texts) from a checkpoint folder: `dit/` and `vae/` (orbax, `fc_jax.convert`) and
+    for prompts `text_cache.npz` and/or `umt5/` (then `tokenizer`, the google/umt5-xxl folder, is required).
+    `texts` is an `fc_jax.text.EmbeddingCache`: prompts -> (embeddings [B, text_len, text_dim], lengths [B]),
+    encoding with umT5 the prompts the cache file lacks when `umt5/` is there."""
     from fc_jax.convert.common import load_params
     from fc_jax.convert.dit import load_dit_params
     from fc_jax.text import EmbeddingCache, TextEncoder
@@ -89,15 +83,30 @@ def _load_weights(config, checkpoint: str | None, key):
     cache_file = os.path.join(checkpoint, "text_cache.npz")
     encoder = None
     if os.path.isdir(os.path.join(checkpoint, "umt5")):
-        if not _TOKENIZER.value:
+        if not tokenizer:
             raise ValueError("encoding a prompt with umt5/ needs --tokenizer (the google/umt5-xxl tokenizer folder)")
-        encoder = TextEncoder.load(config, os.path.join(checkpoint, "umt5"), _TOKENIZER.value)
+        encoder = TextEncoder.load(config, os.path.join(checkpoint, "umt5"), tokenizer)
     if os.path.isfile(cache_file):
         texts = EmbeddingCache.load(cache_file, encoder)
     elif encoder is not None:
         texts = EmbeddingCache(config.umt5.text_len, encoder)
     else:
         raise FileNotFoundError(f"--checkpoint {checkpoint} has neither text_cache.npz nor umt5/ for the prompt")
+    return dit_params, vae_params, texts
+
+
+def _load_weights(config, checkpoint: str | None, key):
+    """(dit params, vae params, context [1, Lt, text_dim], random?)."""
+    from fc_jax.models import dit, vae
+
+    if checkpoint is None:
+        model = dit.build_model(config)
+        dit_params = dit.init_params(model, jax.random.fold_in(key, 1))
+        vae_params = vae.init_params(config, jax.random.fold_in(key, 2))
+        context = 0.1 * jax.random.normal(jax.random.fold_in(key, 3), (1, config.model.text_len, config.model.text_dim))
+        return dit_params, vae_params, context, True
+
+    dit_params, vae_params, texts = load_checkpoint(config, checkpoint, _TOKENIZER.value)
     embeddings, _ = texts([_PROMPT.value])
     return dit_params, vae_params, jnp.asarray(embeddings), False
 

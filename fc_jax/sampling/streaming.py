@@ -128,12 +128,19 @@ class StreamingSession:
     def _garment_latent(self, garment):
         return self._encode(images.garment_image(garment, self.height, self.width))
 
-    def start(self, reference, garment) -> None:
-        """Prefill the condition block from a person image and a garment image."""
+    def start(self, reference, garment, context=None) -> None:
+        """Prefill the condition block from a person image and a garment image. `context` (optional, the shape
+        of the session's, [1, Lt, text_dim]) becomes the session's prompt embedding from this stream on, so one
+        session (and its compiled functions) serves many prompts; None keeps the current one."""
+        context = self.context if context is None else jnp.asarray(context)
+        if context.shape != self.context.shape:
+            raise ValueError(f"start(): context must have the session's shape {self.context.shape}; "
+                             f"found {context.shape}")
         ref = self._encode(images.reference_image(reference, self.height, self.width))
         gar = self._garment_latent(garment)
         cache = kv_cache.init_cache(self.model, self.spec, 1, self.latent_h, self.latent_w)
-        self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, self.context)
+        self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, context)
+        self.context = context
         self._vae_cache = vae.init_decode_cache(self.config, 1, self.latent_h, self.latent_w)
         self._last_frame, self.chunks_made, self.frames_made = None, 0, 0
 
