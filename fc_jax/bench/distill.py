@@ -3,7 +3,8 @@ stage-2 step (teacher forcing, chunked attention) and the tiny stage-3 steps (ge
 scores + update; critic: no-grad rollout + flow loss + update), single device, compiled once, state donated.
 
 `--memory` adds the ahead-of-time compiled per-device memory of the 5B stage-3 generator and critic steps
-(configs/gr_dmd.py, no reward decode) on `--mesh` over fake CPU devices, nothing allocated; run it as
+(configs/gr_dmd.py; three 5B networks, and in the generator step the VAE decode + aesthetic reward unless
+`--no-reward`) on `--mesh` over fake CPU devices, nothing allocated; run it as
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m fc_jax.bench distill --memory
 (the flag must be set before jax starts; the bf16-upcast flag of fc_jax.bench.memory is added). Prints one JSON
 object."""
@@ -106,14 +107,16 @@ def _gr_dmd_ms(repeats: int) -> dict:
     return out
 
 
-def _memory_5b(mesh_sizes: dict, exit_step: int) -> dict:
-    """Compiled per-device memory of the 5B generator and critic steps (batch: one sample per batch shard)."""
+def _memory_5b(mesh_sizes: dict, exit_step: int, with_reward: bool) -> dict:
+    """Compiled per-device memory of the 5B generator and critic steps (batch: one sample per batch shard), the
+    generator's with the aesthetic reward in the loop (VAE decode of the rollout + CLIP ViT-L/14 + LAION head)."""
     from fc_jax.models import dit
     from fc_jax.training import distill, sharding
     from fc_jax.training.optim import make_optimizer
 
+    from fc_jax.models import reward, vae
+
     cfg = runpy.run_path(os.path.join(_CONFIGS, "gr_dmd.py"))["get_config"]()
-    cfg.distill.reward = "none"
     rules = sharding.logical_rules(cfg)
     mesh = sharding.make_mesh(mesh_sizes)
     model = dit.build_model(cfg)
@@ -126,10 +129,15 @@ def _memory_5b(mesh_sizes: dict, exit_step: int) -> dict:
               "context": (b, cfg.model.text_len, cfg.model.text_dim),
               "negative_context": (b, cfg.model.text_len, cfg.model.text_dim)}
     bsh = {k: sharding.logical_sharding(v, mesh, rules) for k, v in distill.BATCH_AXES.items()}
-    steps = distill.CompiledSteps(distill.Distiller(model, cfg), tx_gen, tx_critic, abstract, sh, bsh, mesh, rules)
+    clip = reward.CLIPVisionConfig()
+    aesthetic = distill.make_reward(vae.abstract_params(cfg), reward.aesthetic_scores(clip),
+                                    reward.reward_target_shapes(clip), vae_dtype=cfg.vae.dtype) if with_reward else None
+    steps = distill.CompiledSteps(distill.Distiller(model, cfg, aesthetic), tx_gen, tx_critic, abstract, sh, bsh,
+                                  mesh, rules)
     batch = {k: jax.ShapeDtypeStruct(s, np.float32) for k, s in shapes.items()}
     out = {"mesh": dict(mesh.shape), "global_batch": b, "exit_step": exit_step, "param_dtype": cfg.model.param_dtype,
-           "dtype": cfg.model.dtype, "remat": cfg.model.remat_policy, "attention": cfg.model.attention.backend}
+           "dtype": cfg.model.dtype, "remat": cfg.model.remat_policy, "attention": cfg.model.attention.backend,
+           "reward": "aesthetic (VAE decode + CLIP ViT-L/14 + LAION head)" if with_reward else "none"}
     for name, compiled in (("generator", steps.generator(exit_step, batch)), ("critic", steps.critic(exit_step, batch))):
         m = compiled.memory_analysis()
         alias = getattr(m, "alias_size_in_bytes", 0)
@@ -146,12 +154,13 @@ def main(argv) -> None:
     parser.add_argument("--mesh", default='{"data": 1, "fsdp": -1, "tensor": 1, "sequence": 1}')
     parser.add_argument("--exit-step", type=int, default=3)
     parser.add_argument("--skip-times", action="store_true")
+    parser.add_argument("--no-reward", action="store_true", help="5B memory without the reward in the loop")
     args = parser.parse_args(argv)
     result = {"benchmark": "distill", "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
     if not args.skip_times:
         result.update(teacher_forcing_step=_teacher_forcing_ms(args.repeats), gr_dmd=_gr_dmd_ms(args.repeats))
     if args.memory:
-        result["gr_dmd_5b_memory"] = _memory_5b(json.loads(args.mesh), args.exit_step)
+        result["gr_dmd_5b_memory"] = _memory_5b(json.loads(args.mesh), args.exit_step, not args.no_reward)
     emit(result)
 
 

@@ -326,8 +326,10 @@ def save_params(params: Mapping, directory: str) -> None:
     """Write a parameter tree as an orbax checkpoint at `directory` (which must not exist yet)."""
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(directory)
-    if os.path.exists(directory):
+    from etils import epath
+
+    directory = directory if "://" in directory else os.path.abspath(directory)
+    if epath.Path(directory).exists():
         raise FileExistsError(f"{directory} already exists; choose a new --dst")
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory, params)

@@ -9,8 +9,10 @@
 The same numbers as transformers `CLIPVisionModelWithProjection` + the LAION head. The transformer blocks are
 stacked with `nn.scan` (leading `layers` axis). Everything runs in float32 unless `dtype` says otherwise.
 
-`FrameReward` is the pluggable interface the distillation (GR-DMD reweighting) and the evaluation use: any
-callable mapping frames in [-1, 1] `[N, H, W, 3]` to one score per frame `[N]`.
+Two forms of the same scorer: `aesthetic_scores(config)` is the pure `(params, frames) -> [N]` function the
+distillation traces into its compiled step (GR-DMD reweighting; the parameters stay an argument), and
+`FrameReward`, what the evaluation uses, is any callable mapping frames in [-1, 1] `[N, H, W, 3]` to one score
+per frame `[N]` (`aesthetic_frame_reward` binds the parameters to the jitted pure function).
 """
 
 from __future__ import annotations
@@ -150,15 +152,20 @@ class FrameReward(Protocol):
     def __call__(self, frames: jax.Array) -> jax.Array: ...
 
 
-def aesthetic_frame_reward(params: Any, config: CLIPVisionConfig = CLIPVisionConfig()) -> FrameReward:
-    """The LAION aesthetic reward as a `FrameReward` (jit-compiled; `params` = {"clip": ..., "head": ...})."""
+def aesthetic_scores(config: CLIPVisionConfig = CLIPVisionConfig()):
+    """The pure scorer `(params, frames [N, H, W, 3] in [-1, 1]) -> [N]`; params = {"clip": ..., "head": ...}."""
     model = AestheticReward(config)
 
-    @jax.jit
-    def scores(p, frames: jax.Array) -> jax.Array:
+    def scores(params, frames: jax.Array) -> jax.Array:
         pixels = clip_preprocess((frames.astype(jnp.float32) + 1.0) / 2.0, config.image_size)
-        return model.apply({"params": p}, pixels)
+        return model.apply({"params": params}, pixels)
 
+    return scores
+
+
+def aesthetic_frame_reward(params: Any, config: CLIPVisionConfig = CLIPVisionConfig()) -> FrameReward:
+    """The LAION aesthetic reward as a `FrameReward` (jit-compiled; `params` = {"clip": ..., "head": ...})."""
+    scores = jax.jit(aesthetic_scores(config))
     return lambda frames: scores(params, frames)  # params as an argument, not baked into the compiled program
 
 

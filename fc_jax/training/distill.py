@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import dataclasses
+
 import flax.linen as nn
 import flax.struct
 import jax
@@ -43,8 +45,15 @@ BATCH_AXES = {
     "negative_context": ("batch", None, None),
 }
 
-# latents [B, F, h, w, C] -> per decoded frame rewards [B, 4F − 3] (no gradient needed)
-RewardFn = Callable[[jax.Array], jax.Array]
+
+@dataclasses.dataclass(frozen=True)
+class LatentReward:
+    """A per-frame reward on latents: `fn(params, latents [B, F, h, w, C]) -> [B, 4F − 3]` (one score per decoded
+    frame, no gradient needed). `params` go to the compiled generator step as an argument, replicated on the mesh,
+    never baked into the program as constants."""
+
+    fn: Callable[[Any, jax.Array], jax.Array]
+    params: Any
 
 
 @flax.struct.dataclass
@@ -108,11 +117,11 @@ def _x0(model, params, batch, noisy, t, context):
 
 
 class Distiller:
-    """The stage's pure functions for one model and config. `reward_fn` None: plain DMD."""
+    """The stage's pure functions for one model and config. `reward` None: plain DMD."""
 
-    def __init__(self, model: dit.WanDiT, config, reward_fn: RewardFn | None = None):
+    def __init__(self, model: dit.WanDiT, config, reward: LatentReward | None = None):
         d = config.distill
-        self.model, self.reward_fn = model, reward_fn
+        self.model, self.reward = model, reward
         self.shift, self.guidance = float(config.sampling.shift), float(d.guidance_scale)
         self.num_chunks, self.temperature = int(d.num_chunks), float(d.temperature)
         self.ema_decay, self.ema_start = float(d.ema_decay), int(d.ema_start)
@@ -132,8 +141,8 @@ class Distiller:
                                     num_chunks=self.num_chunks, exit_step=exit_step)
         return x
 
-    def generator_loss(self, generator, critic, real, batch, key, exit_step: int):
-        """(mean (GR-)DMD loss, aux {dmd_grad_abs}) of one rollout batch."""
+    def generator_loss(self, generator, critic, real, reward_params, batch, key, exit_step: int):
+        """(mean (GR-)DMD loss, aux {dmd_gap}) of one rollout batch; `reward_params` those of `self.reward`."""
         key_roll, key_t, key_noise = jax.random.split(key, 3)
         x = self.rollout(generator, batch, key_roll, exit_step)
         b = x.shape[0]
@@ -143,10 +152,10 @@ class Distiller:
         real_uncond = _x0(self.model, real, batch, noisy, t, batch["negative_context"])
         real_x0 = real_cond + self.guidance * (real_cond - real_uncond)
         fake_x0 = _x0(self.model, jax.lax.stop_gradient(critic), batch, noisy, t, batch["context"])
-        if self.reward_fn is None:
+        if self.reward is None:
             losses = dmd_loss(x, real_x0, fake_x0)
         else:
-            rewards = jax.lax.stop_gradient(self.reward_fn(jax.lax.stop_gradient(x)))
+            rewards = jax.lax.stop_gradient(self.reward.fn(reward_params, jax.lax.stop_gradient(x)))
             losses = gr_dmd_loss(x, real_x0, fake_x0, rewards, temperature=self.temperature,
                                  chunk_frames=int(self.config.student.chunk_frames))
         return losses.mean(), {"dmd_gap": jnp.abs(real_x0 - fake_x0).mean()}
@@ -163,12 +172,13 @@ class Distiller:
         return jnp.mean(jnp.square(v.astype(jnp.float32) - flow.flow_target(x, noise)))
 
     def generator_step(self, tx: optax.GradientTransformation, exit_step: int):
-        """`step(state, real, batch) -> (state, metrics)`: one generator update and its EMA (step unchanged)."""
+        """`step(state, real, reward_params, batch) -> (state, metrics)`: one generator update and its EMA (step
+        unchanged)."""
 
-        def step(state: DistillState, real, batch):
+        def step(state: DistillState, real, reward_params, batch):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), 0)
             (loss, aux), grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
-                state.generator, state.critic, real, batch, key, exit_step)
+                state.generator, state.critic, real, reward_params, batch, key, exit_step)
             grad_norm = optax.global_norm(grads)
             updates, opt = tx.update(grads, state.generator_opt, state.generator)
             params = optax.apply_updates(state.generator, updates)
@@ -200,26 +210,34 @@ def _guarded(new, old, loss, grad_norm, metrics):
     return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old), {**metrics, "finite": finite}
 
 
-def make_reward(vae_params, frame_reward, vae_dtype=None) -> RewardFn:
-    """latents [B, F, h, w, C] -> decode (Wan VAE) -> frames [B, 4F − 3, H, W, 3] in [-1, 1] -> `frame_reward`
-    per frame -> [B, 4F − 3]."""
+def make_reward(vae_params, frame_scores, frame_params, vae_dtype=None) -> LatentReward:
+    """latents [B, F, h, w, C] -> decode (Wan VAE) -> frames [B, 4F − 3, H, W, 3] in [-1, 1] ->
+    `frame_scores(frame_params, frames [N, H, W, 3]) -> [N]` per frame -> [B, 4F − 3]. Parameters may be arrays
+    or ShapeDtypeStructs (ahead-of-time compiles)."""
     from fc_jax.models import vae
 
-    def reward(latents):
-        frames = vae._decode(vae_params, latents, vae_dtype)
+    def fn(params, latents):
+        frames = vae._decode(params["vae"], latents, vae_dtype)
         b, p = frames.shape[:2]
-        return frame_reward(frames.reshape((b * p,) + frames.shape[2:])).reshape(b, p)
+        return frame_scores(params["frame"], frames.reshape((b * p,) + frames.shape[2:])).reshape(b, p)
 
-    return reward
+    return LatentReward(fn, {"vae": vae_params, "frame": frame_params})
 
 
 class CompiledSteps:
     """The generator and critic steps compiled ahead of time for a mesh (state donated, in/out shardings), one
-    program per exit step, compiled on first use."""
+    program per exit step, compiled on first use. The reward's parameters (`reward_params`) are replicated on
+    the mesh; they are put there here unless they are ShapeDtypeStructs (memory benchmarks)."""
 
     def __init__(self, distiller: Distiller, tx_gen, tx_critic, abstract, shardings, batch_shardings, mesh, rules):
         self._args = (distiller, tx_gen, tx_critic, abstract, shardings, batch_shardings, mesh, rules)
         self._cache: dict = {}
+        params = None if distiller.reward is None else distiller.reward.params
+        self._reward_shardings = jax.tree.map(lambda _: replicated(mesh), params)
+        self._reward_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), params,
+                                             self._reward_shardings)
+        concrete = all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(params))
+        self.reward_params = jax.device_put(params, self._reward_shardings) if concrete else self._reward_abstract
 
     def generator(self, exit_step: int, batch):
         return self._get("generator", exit_step, batch)
@@ -238,9 +256,9 @@ class CompiledSteps:
             out = (shardings, replicated(mesh))
             if which == "generator":
                 fn = jax.jit(distiller.generator_step(tx_gen, exit_step),
-                             in_shardings=(shardings, shardings.generator, batch_sh), out_shardings=out,
-                             donate_argnums=(0,))
-                args = (abstract, abstract.generator, batch_abs)
+                             in_shardings=(shardings, shardings.generator, self._reward_shardings, batch_sh),
+                             out_shardings=out, donate_argnums=(0,))
+                args = (abstract, abstract.generator, self._reward_abstract, batch_abs)
             else:
                 fn = jax.jit(distiller.critic_step(tx_critic, exit_step), in_shardings=(shardings, batch_sh),
                              out_shardings=out, donate_argnums=(0,))
@@ -258,7 +276,7 @@ def iteration(steps: CompiledSteps, state: DistillState, real, batch, *, seed: i
     exit_step = exit_step_for(seed, step, num_student_steps)
     metrics = {}
     if step % generator_every == 0:
-        state, m = steps.generator(exit_step, batch)(state, real, batch)
+        state, m = steps.generator(exit_step, batch)(state, real, steps.reward_params, batch)
         metrics.update(jax.device_get(m))
         if not metrics["finite"]:
             return state, metrics
@@ -280,7 +298,7 @@ def _load_params(path: str, config, abstract_params, what: str):
         raise ValueError(f"config.distill.{what} = {path!r}: could not load DiT parameters from it: {e}") from e
 
 
-def _reward_fn(config) -> RewardFn | None:
+def _reward(config) -> LatentReward | None:
     """The configured reward on latents (VAE decode -> aesthetic score per frame), or None for plain DMD."""
     d = config.distill
     if d.reward == "none":
@@ -293,9 +311,9 @@ def _reward_fn(config) -> RewardFn | None:
     from fc_jax.convert.common import load_params
     from fc_jax.models import reward, vae
 
-    vae_params = load_params(d.vae_from, vae.abstract_params(config))
-    head = reward.aesthetic_frame_reward(load_params(d.reward_from, reward.reward_target_shapes(reward.CLIPVisionConfig())))
-    return make_reward(vae_params, head)
+    clip = reward.CLIPVisionConfig()
+    return make_reward(load_params(d.vae_from, vae.abstract_params(config)), reward.aesthetic_scores(clip),
+                       load_params(d.reward_from, reward.reward_target_shapes(clip)), vae_dtype=config.vae.dtype)
 
 
 def train(config, workdir: str) -> dict:
@@ -343,7 +361,7 @@ def train(config, workdir: str) -> dict:
         state = init_state(tx_gen, tx_critic, shardings, generator, teacher, int(config.train.seed))
     del generator, teacher
     batch_sh = {k: logical_sharding(v, mesh, rules) for k, v in BATCH_AXES.items()}
-    steps = CompiledSteps(Distiller(model, config, _reward_fn(config)), tx_gen, tx_critic, abstract, shardings,
+    steps = CompiledSteps(Distiller(model, config, _reward(config)), tx_gen, tx_critic, abstract, shardings,
                           batch_sh, mesh, rules)
     num_student_steps = len(config.sampling.student_timesteps)
     start = step = int(jax.device_get(state.step))
