@@ -253,3 +253,62 @@ def test_gr_dmd_train_resumes_and_exports_each_network(tmp_path):
         equal = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), saved, exported)
         assert all(jax.tree.leaves(equal)), name
     ckpt.close()
+
+
+def test_short_gr_dmd_run_moves_the_students_samples_towards_the_teachers():
+    """The student starts as a copy of a random tiny teacher; its 4-step causal samples differ from the teacher's
+    24-step UniPC samples (guided as the real score is: cond + 3·(cond − uncond) = CFG 4). Measure: over 64 samples
+    of one condition, the RMS over latent elements of the gap in per-element mean and in per-element std,
+    √(mean(Δμ²) + mean(Δσ²)). 40 GR-DMD iterations (generator every iteration, reward = a cheap per-frame
+    function of the latents) must cut it by a fifth. The same setup run longer measured 1.49 at the start, 1.02
+    after 25 iterations, 1.04 after 50, 0.76 after 275: training moves the student towards the teacher."""
+    import jax
+    import jax.numpy as jnp
+
+    from fc_jax.models import dit
+    from fc_jax.sampling.teacher import sample_teacher
+    from fc_jax.training import distill, sharding
+    from fc_jax.training.optim import make_optimizer
+
+    cfg = runpy.run_path(os.path.join(REPO, "configs/gr_dmd.py"))["get_config"]("tiny")
+    c = 4
+    cfg.model.update(dict(in_channels=c, out_channels=c))
+    cfg.optim.lr = cfg.critic_optim.lr = 2e-4
+    model = dit.build_model(cfg)
+    rng = np.random.default_rng(0)
+    teacher = jax.tree.map(np.asarray, dit.init_params(model, jax.random.key(2)))
+    teacher["head"]["kernel"] = 0.1 * rng.standard_normal(teacher["head"]["kernel"].shape).astype(np.float32)
+    ref, garment = rng.standard_normal((2, 1, 1, 4, 2, c), np.float32)
+    context, negative = rng.standard_normal((1, 16, 32), np.float32), np.zeros((1, 16, 32), np.float32)
+    rows = lambda n: {"reference": np.repeat(ref, n, 0), "garment": np.repeat(garment, n, 0),
+                      "context": np.repeat(context, n, 0), "negative_context": np.repeat(negative, n, 0)}
+    k = 64
+    probe = rows(k)
+    target = np.asarray(sample_teacher(model, teacher, probe["reference"], probe["garment"],
+                                       jax.random.normal(jax.random.key(7), (k, 6, 4, 2, c)), probe["context"],
+                                       probe["negative_context"], num_steps=24, shift=cfg.sampling.shift,
+                                       guidance_scale=1.0 + cfg.distill.guidance_scale))
+    frame_reward = lambda _, x: jnp.repeat(x.mean(axis=(2, 3, 4)), 4, axis=1)[:, 3:]  # [B, 4F - 3]
+    distiller = distill.Distiller(model, cfg, distill.LatentReward(frame_reward, None))
+    samples = jax.jit(lambda p: distiller.rollout(p, probe, jax.random.key(11), exit_step=3))
+
+    def gap(params):
+        s = np.asarray(samples(params))
+        return float(np.sqrt(np.mean((s.mean(0) - target.mean(0)) ** 2) + np.mean((s.std(0) - target.std(0)) ** 2)))
+
+    tx_gen, _ = make_optimizer(cfg.optim)
+    tx_critic, _ = make_optimizer(cfg.critic_optim)
+    rules = sharding.logical_rules(cfg)
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1, sequence=1), jax.devices()[:1])
+    abstract, sh = distill.state_shardings(model, tx_gen, tx_critic, mesh, rules)
+    state = distill.init_state(tx_gen, tx_critic, sh, teacher, teacher, 0)
+    bsh = {name: sharding.logical_sharding(axes, mesh, rules) for name, axes in distill.BATCH_AXES.items()}
+    batch = sharding.global_batch(rows(8), bsh)
+    steps = distill.CompiledSteps(distiller, tx_gen, tx_critic, abstract, sh, bsh, mesh, rules)
+    before = gap(state.generator)
+    real = jax.tree.map(jnp.asarray, teacher)
+    for _ in range(40):
+        state, metrics = distill.iteration(steps, state, real, batch, seed=0, generator_every=1, num_student_steps=4)
+        assert metrics["finite"]
+    after = gap(state.generator)
+    assert after < 0.8 * before, (before, after)

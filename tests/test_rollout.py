@@ -65,3 +65,44 @@ def test_exit_step_out_of_range_is_named(setup):
     model, params, cache, t, s = setup
     with pytest.raises(ValueError, match="exit_step must be in"):
         self_forcing_rollout(model, params, cache, jax.random.key(0), t, s, num_chunks=1, exit_step=4)
+
+
+def _per_chunk_rollout(model, params, cache, key, t, s, num_chunks, exit_step):
+    """The rollout as first written: each chunk's gradient forward on its own cache snapshot (the reference)."""
+    frozen, cache = jax.lax.stop_gradient(params), jax.lax.stop_gradient(cache)
+    shape = (1, 3, H, W, 48)
+    outputs = []
+    for c in range(num_chunks):
+        chunk_key = jax.random.fold_in(key, c)
+        x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape)
+        for i in range(exit_step):
+            x0 = kvc.denoise(model, frozen, cache, x, t[i], s[i])
+            x = flow.add_noise(x0, jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape),
+                               jnp.full((1,), t[i + 1]), jnp.full((1,), s[i + 1]))
+        x0 = kvc.denoise(model, params, cache, x, t[exit_step], s[exit_step])
+        outputs.append(x0)
+        cache = kvc.commit(model, frozen, cache, jax.lax.stop_gradient(x0))
+    return jnp.concatenate(outputs, axis=1), cache
+
+
+def test_shared_cache_gradient_equals_per_chunk_snapshots(setup):
+    """4 chunks fill the window (3 history chunks + the current): the last commit evicts into the ring, yet the
+    two-pass rollout's latents, gradient and final cache equal the per-chunk-snapshot rollout's."""
+    model, params, cache, t, s = setup
+    key = jax.random.key(5)
+    weights = jax.random.normal(jax.random.key(6), (1, 12, H, W, 48))
+
+    def run(fn):
+        def loss(p):
+            latents, final = fn(p)
+            return jnp.sum(weights * latents), (latents, final)
+        return jax.jit(jax.grad(loss, has_aux=True))(params)
+
+    g_new, (x_new, c_new) = run(lambda p: self_forcing_rollout(model, p, cache, key, t, s, num_chunks=4, exit_step=1))
+    g_ref, (x_ref, c_ref) = run(lambda p: _per_chunk_rollout(model, p, cache, key, t, s, 4, 1))
+    np.testing.assert_allclose(np.asarray(x_new), np.asarray(x_ref), atol=1e-5)
+    for a, b in zip(jax.tree.leaves((g_new, c_new)), jax.tree.leaves((g_ref, c_ref))):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * max(1.0, np.abs(b).max()))
+    with pytest.raises(ValueError, match="would evict"):
+        self_forcing_rollout(model, params, cache, key, t, s, num_chunks=5, exit_step=0)

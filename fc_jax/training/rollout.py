@@ -4,6 +4,16 @@ Prefill the two condition latents at t = 0, then generate `num_chunks` chunks wi
 exit step, drawn once per rollout and shared by all chunks, gives each chunk's output; only that forward keeps
 its gradient. Steps before it run without gradient (their x0 is re-noised with fresh noise to the next level),
 and the t = 0 commit pass runs without gradient, so the cache K/V carry none: no gradient crosses chunks.
+
+It runs in two passes to keep one cache, not one per chunk, alive for the backward pass:
+1. without gradient: the whole rollout as the streaming student runs it, keeping each chunk's exit-step input;
+2. with gradient: each chunk's exit-step forward again, on the cache holding every chunk but the last, viewed as
+   it was when that chunk was made (`num_chunks`, `next_frame` set back). Up to then the cache only grows (the
+   rollout must fit the window: no eviction), and a chunk's attention is length-masked to the tokens before it
+   plus itself, so that cache gives it exactly the keys and values it saw.
+The attention backward needs the keys and values each gradient forward read; a per-chunk cache would keep
+`num_chunks` snapshots of it (about 59 GiB per sample at 5B, 720p, 7 chunks), the shared final cache keeps one.
+The price is one more forward per chunk.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from fc_jax.sampling import flow
 
 def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas, *, num_chunks: int,
                          exit_step: int):
-    """Roll the student out from a prefilled cache.
+    """Roll the student out from a freshly prefilled cache (no chunk committed yet).
 
     timesteps, sigmas: [S] the student schedule (`flow.student_schedule`); exit_step: a Python int in [0, S) —
     draw it on the host once per rollout (each value compiles once). Returns (latents [B, num_chunks·chunk, h, w, C]
@@ -26,11 +36,16 @@ def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps,
     steps = timesteps.shape[0]
     if not 0 <= exit_step < steps:
         raise ValueError(f"exit_step must be in [0, {steps}); got {exit_step}")
+    spec = cache.spec
+    if num_chunks > spec.history_chunks + 1:
+        raise ValueError(f"a rollout of {num_chunks} chunks would evict history from a cache holding "
+                         f"{spec.history_chunks} history chunks and the current one; widen student.window_frames "
+                         f"to at least {spec.cond_frames + num_chunks * spec.chunk_frames}")
     b = cache.reference.shape[0]
-    shape = (b, cache.spec.chunk_frames) + cache.reference.shape[2:]
+    shape = (b, spec.chunk_frames) + cache.reference.shape[2:]
     frozen = jax.lax.stop_gradient(params)
-    cache = jax.lax.stop_gradient(cache)
-    outputs = []
+    start = cache = jax.lax.stop_gradient(cache)
+    exit_inputs, last_x0 = [], None
     for c in range(num_chunks):
         chunk_key = jax.random.fold_in(key, c)
         x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape)
@@ -38,7 +53,13 @@ def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps,
             x0 = kv_cache.denoise(model, frozen, cache, x, timesteps[i], sigmas[i])
             noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape)
             x = flow.add_noise(x0, noise, jnp.full((b,), timesteps[i + 1]), jnp.full((b,), sigmas[i + 1]))
-        x0 = kv_cache.denoise(model, params, cache, x, timesteps[exit_step], sigmas[exit_step])
-        outputs.append(x0)
-        cache = kv_cache.commit(model, frozen, cache, jax.lax.stop_gradient(x0))
-    return jnp.concatenate(outputs, axis=1), cache
+        exit_inputs.append(x)
+        last_x0 = kv_cache.denoise(model, frozen, cache, x, timesteps[exit_step], sigmas[exit_step])
+        if c < num_chunks - 1:
+            cache = kv_cache.commit(model, frozen, cache, last_x0)
+    # `cache` now holds every chunk but the last (whose commit could start the ring's eviction).
+    outputs = []
+    for c, x in enumerate(exit_inputs):
+        as_made = cache.replace(num_chunks=start.num_chunks + c, next_frame=start.next_frame + c * spec.chunk_frames)
+        outputs.append(kv_cache.denoise(model, params, as_made, x, timesteps[exit_step], sigmas[exit_step]))
+    return jnp.concatenate(outputs, axis=1), kv_cache.commit(model, frozen, cache, last_x0)
