@@ -7,7 +7,8 @@
 
 The triplet data set is written under `<work_dir>/dataset` (then: python -m fc_jax.data.preencode ...); the
 SQLite manifest, clips and images under `<work_dir>`; `summary.json` and `rejected.jsonl` beside them.
-Kill it at any time and run the same command again: finished work is not redone.
+Kill it at any time and run the same command again: finished work is not redone. Run it again after adding raw
+videos: their triplets are added to the data set as a new part (`dataset/part-NNNNN`; read as one data set).
 """
 
 import ml_collections
@@ -16,7 +17,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.input_glob = ""  # raw videos (recursive glob), e.g. /data/raw/**/*.mp4
-    c.work_dir = ""  # manifest.sqlite, clips/, images/, dataset/, summary.json, rejected.jsonl
+    c.work_dir = ""  # manifest.sqlite, clips/, images/, dataset/part-NNNNN/, summary.json, rejected.jsonl
     c.stages = "filter,caption,tryoff,tryon,write"  # run a prefix or subset; each skips finished items
     c.seed = 0
 
@@ -44,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     f.min_aesthetic = 5.0
     f.aesthetic_frames = 4
     f.musiq_checkpoint = ""  # MUSIQ `spaq_ckpt.npz`; empty: quality not checked
+    f.musiq_model = ""  # JSON MusiqConfig changes for a checkpoint of another architecture, e.g. {"num_classes": 10}
     f.min_musiq = 50.0  # MOS on SPAQ's [0, 100] scale
     f.musiq_frames = 2
 
@@ -69,7 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
     e.size = ""  # e.g. 1024x1536 for the openai kind; empty: the server's default
     e.timeout = 300.0
     e.max_retries = 4
-    e.backoff = 2.0
+    e.backoff = 2.0  # first wait, doubled each retry (a server's numeric Retry-After is taken instead)
+    e.max_backoff = 60.0
 
     c.caption = ml_collections.ConfigDict(dict(workers=4))
     c.tryoff = ml_collections.ConfigDict(dict(workers=4, garment_types="upper,lower,dress,outerwear,jumpsuit"))

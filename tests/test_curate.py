@@ -14,6 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import pytest
 from PIL import Image
 from skimage import data
 
@@ -230,3 +231,261 @@ def test_pipeline_resumes_after_kill_and_reads_back(tmp_path):
     assert batch["video"].shape[1:] == (17, 256, 256, 3) and batch["garment_type"][0] in ("upper", b"upper")
     source = json.loads(batch["source"][0])
     assert source["tryon"]["garment_from"].split("/")[0] != ids[0].split("/")[0]
+
+
+def _curate_config(tmp_path, stubs):
+    """The in-process pipeline's config: raw videos under tmp_path/raw, the stubs as VLM and edit servers."""
+    c = config(tmp_path, workers=1)
+    c.input_glob = str(tmp_path / "raw" / "*.mp4")
+    c.vlm.update(dict(base_url=stubs.url, model="stub-vlm", max_retries=1, backoff=0.01))
+    c.edit.update(dict(base_url=stubs.url, model="stub-edit", max_retries=3, backoff=0.01))
+    return c
+
+
+def _read_ids(data_dir, num_frames, size):
+    """The ids of every example of the data set under data_dir, read through the training data pipeline."""
+    from fc_jax.data.pipeline import triplet_pipeline
+    from fc_jax.data.triplets import open_builder
+
+    it, skipped = triplet_pipeline(open_builder("triplets", str(data_dir)), "train", num_frames=num_frames,
+                                   height=size, width=size, batch_size=2, num_threads=1, prefetch=1)
+    ids = [str(i.decode() if isinstance(i, bytes) else i) for batch in it for i in batch["id"]]
+    assert not skipped.skipped
+    return ids
+
+
+def test_raw_videos_added_later_extend_the_data_set(tmp_path):
+    from fc_jax.data.curate.manifest import Manifest
+    from fc_jax.data.curate.run import Curation
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_video(str(raw / "a.mp4"), frames("moving"))
+    write_video(str(raw / "b.mp4"), frames("moving")[::-1])
+    stubs = Stubs()
+    try:
+        c = _curate_config(tmp_path, stubs)
+        first = Curation(c).run()["notes"]["dataset"]
+        write_video(str(raw / "c.mp4"), frames("moving", tint=GREEN))
+        second = Curation(c).run()["notes"]["dataset"]
+        third = Curation(c).run()["notes"]["dataset"]
+    finally:
+        stubs.close()
+    assert (first["new_part"], first["new_examples"]) == ("part-00000", 2)
+    assert (second["new_part"], second["new_examples"], second["parts"]) == ("part-00001", 1,
+                                                                             ["part-00000", "part-00001"])
+    assert (third["new_part"], third["new_examples"]) == (None, 0)
+    # The old clips were neither captioned nor written again; the new one went into the new part only.
+    assert sorted(stubs.calls["caption"]) == ["green", "plain", "plain"]
+    manifest = Manifest(str(tmp_path / "work" / "manifest.sqlite"))
+    parts = {item.split("-")[0]: out["part"] for item, _, out in manifest.done("write")}
+    manifest.close()
+    assert parts == {"a": "part-00000", "b": "part-00000", "c": "part-00001"}
+    ids = _read_ids(tmp_path / "work" / "dataset", 17, 256)
+    assert sorted(ids) == sorted(set(ids)) and sorted(i.split("-")[0] for i in ids) == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The write stage killed between writing a part and recording it.
+
+
+def _finished_clips(work, names, geometry):
+    """A manifest whose clips `names` passed all four stages (tiny clips and images made here)."""
+    from fc_jax.data.curate.manifest import Manifest
+
+    os.makedirs(work, exist_ok=True)
+    manifest = Manifest(os.path.join(work, "manifest.sqlite"))
+    shot = frames("moving", n=geometry.num_frames, size=geometry.height)
+    for name in names:
+        item, base = f"{name}/s000", os.path.join(work, name)
+        write_video(base + ".mp4", shot)
+        Image.fromarray(shot[0]).save(base + ".png")
+        info = {"video": base + ".mp4", "parent": name, "frames": [0, geometry.num_frames], "fps": 24.0}
+        manifest.finish(item, "filter", "done", {"clip": {"video": base + ".mp4"}},
+                        new_items=[(item, "clip", name, info)])
+        manifest.finish(item, "caption", "done", {k: f"{k} {name}" for k in ("static_short", "static_long",
+                                                                              "dynamic_short", "dynamic_long")})
+        manifest.finish(item, "tryoff", "done", {"garment": base + ".png", "verdict": {"garment_type": "upper"}})
+        manifest.finish(item, "tryon", "done", {"reference": base + ".png", "garment_from": "other/s000",
+                                                "verdict": {}})
+    return manifest
+
+
+def test_write_stage_survives_a_kill_at_any_point(tmp_path, monkeypatch):
+    from fc_jax.data.curate import write
+    from fc_jax.data.curate.manifest import Manifest
+
+    geometry = config(tmp_path).dataset
+    geometry.update(num_frames=5, height=32, width=32)
+    work, dataset = str(tmp_path / "work"), str(tmp_path / "work" / "dataset")
+    manifest = _finished_clips(work, ["a", "b"], geometry)
+    run = lambda: write.write_new_part(manifest, dataset, geometry, "train")
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed")
+
+    # Killed after the TFDS write, before the part is moved into place: the temporary folder is cleaned up.
+    with monkeypatch.context() as m:
+        m.setattr(write, "publish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    assert os.listdir(dataset) == [".tmp-part-00000"] and not manifest.done("write")
+    # Killed after the move, before the manifest rows: the complete part is recognised and recorded, not rewritten.
+    with monkeypatch.context() as m:
+        m.setattr(Manifest, "finish_all", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    assert os.listdir(dataset) == ["part-00000"] and not manifest.done("write")
+    assert run() == {"data_dir": dataset, "parts": ["part-00000"], "new_part": None, "new_examples": 0}
+    assert {out["part"] for *_, out in manifest.done("write")} == {"part-00000"}
+    # A new clip, killed again before its rows, and its part no longer complete: the part is deleted and rewritten.
+    _finished_clips(work, ["c"], geometry).close()
+    with monkeypatch.context() as m:
+        m.setattr(Manifest, "finish_all", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    with open(os.path.join(dataset, "part-00001", write.ITEMS), "w") as f:
+        json.dump(["c/s000", "a/s000"], f)
+    assert run()["new_part"] == "part-00001"
+    assert json.loads((tmp_path / "work" / "dataset" / "part-00001" / write.ITEMS).read_text()) == ["c/s000"]
+    ids = _read_ids(dataset, 5, 32)
+    assert sorted(ids) == ["a/s000", "b/s000", "c/s000"]
+    # A record is named by its part.
+    from fc_jax.data.triplets import open_builder, record_name
+
+    assert "(part-00001/fashion_triplets-train.array_record-00000-of-00001 record 0)" in record_name(
+        open_builder("triplets", dataset), "train", 2)
+    manifest.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learned filters and CLIP retrieval with tiny random weights in the formats their loaders read.
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A transformers CLIPVisionModelWithProjection folder (safetensors), a LAION head .pth, a MUSIQ .npz."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from fc_jax.convert.common import _flatten
+    from fc_jax.models.musiq import musiq_target_shapes
+
+    root = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    clip = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+        patch_size=14, projection_dim=768))
+    clip.save_pretrained(root / "clip")
+    widths = [768, 1024, 128, 64, 16, 1]
+    head = {}
+    for index, (n_in, n_out) in zip((0, 2, 4, 6, 7), zip(widths, widths[1:])):
+        head[f"layers.{index}.weight"] = torch.randn(n_out, n_in) / n_in**0.5
+        head[f"layers.{index}.bias"] = torch.zeros(n_out)
+    torch.save(head, root / "head.pth")
+    musiq_model = dict(hidden_size=32, mlp_dim=48, num_heads=2, num_layers=2, grid_size=4, longer_side_lengths=[32])
+    rng = np.random.default_rng(0)
+    shapes = musiq_target_shapes(filtering.musiq_config(json.dumps(musiq_model)))
+    np.savez(root / "musiq.npz", **{"opt/target/" + "/".join(k): 0.1 * rng.normal(size=v.shape).astype(np.float32)
+                                    for k, v in _flatten(shapes).items()})
+    return root, json.dumps(musiq_model)
+
+
+def test_learned_filters_reject_under_threshold_with_the_reason(tmp_path, tiny_weights):
+    root, musiq_model = tiny_weights
+    cfg = config(tmp_path, aesthetic_clip=str(root / "clip"), aesthetic_head=str(root / "head.pth"),
+                 aesthetic_frames=2, musiq_checkpoint=str(root / "musiq.npz"), musiq_model=musiq_model,
+                 musiq_frames=1, min_aesthetic=-1e9, min_musiq=-1e9).filter
+    scorers = filtering.Scorers(cfg)
+    clip = frames("moving", n=9, size=64)
+    one_face = lambda image: 1  # the person check is tested on its own above
+    measured, reason = filtering.check_clip(clip, 24.0, cfg, one_face, scorers)
+    assert reason == "" and all(isinstance(measured[k], float) for k in ("aesthetic", "musiq"))
+    cfg.min_aesthetic = measured["aesthetic"] + 1.0
+    _, reason = filtering.check_clip(clip, 24.0, cfg, one_face, scorers)
+    assert reason == f"aesthetic: {measured['aesthetic']:.3f} < {cfg.min_aesthetic}"
+    cfg.min_aesthetic, cfg.min_musiq = -1e9, measured["musiq"] + 1.0
+    _, reason = filtering.check_clip(clip, 24.0, cfg, one_face, scorers)
+    assert reason == f"musiq: {measured['musiq']:.3f} < {cfg.min_musiq}"
+    with pytest.raises(ValueError, match="fields among"):
+        filtering.musiq_config('{"hidden": 8}')
+
+
+def test_clip_retrieval_picks_the_dissimilar_garment_of_the_same_type(tiny_weights):
+    from fc_jax.data.curate import tryon
+
+    root, _ = tiny_weights
+    embed = tryon.ClipEmbedder(str(root / "clip"))
+    own = frames("static", n=1, size=64)[0]
+    near = np.clip(own.astype(int) + np.random.default_rng(0).integers(-3, 4, own.shape), 0, 255).astype(np.uint8)
+    far = np.asarray(Image.fromarray(data.coffee()).resize((64, 64)))
+    e_own = embed(own)
+    assert e_own.shape == (768,) and np.linalg.norm(e_own) == pytest.approx(1.0, abs=1e-5)
+    pool = [{"id": "near/s000", "parent": "near", "garment_type": "upper", "embedding": embed(near)},
+            {"id": "far/s000", "parent": "far", "garment_type": "upper", "embedding": embed(far)},
+            {"id": "dress/s000", "parent": "dress", "garment_type": "dress", "embedding": embed(far)[::-1]}]
+    chosen = tryon.choose_garment("own/s000", "own", "upper", e_own, pool, candidates=1, seed=0)
+    assert chosen["id"] == "far/s000"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The generic JSON-over-HTTP edit backend.
+
+
+class JSONEditStub:
+    """POST / answers from `plan` (status, body bytes) in turn; the requests' JSON is kept."""
+
+    def __init__(self, plan):
+        self.plan, self.requests = list(plan), []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                stub.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                status, body = stub.plan.pop(0)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/edit"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_json_edit_backend_retries_and_records_malformed_replies(tmp_path):
+    from fc_jax.data.curate.edit_backend import HTTPEditBackend
+    from fc_jax.data.curate.manifest import Manifest
+    from fc_jax.data.curate.run import _guarded
+
+    image = frames("static", n=1, size=32)[0]
+    buf = io.BytesIO()
+    Image.fromarray(image[::-1]).save(buf, format="PNG")
+    png = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    stub = JSONEditStub([(503, b'{"error": "busy"}'), (200, json.dumps({"image": png}).encode()),
+                         (200, b'{"result": "done"}'), (200, b"<html>oops</html>")])
+    try:
+        c = config(tmp_path).edit
+        c.update(dict(kind="json", base_url=stub.url, model="stub-edit", max_retries=2, backoff=0.01))
+        backend = HTTPEditBackend(c)
+        np.testing.assert_array_equal(backend.edit("flip it", [image]), image[::-1])
+        assert backend.stats == {"requests": 2, "retries": 1}
+        request = stub.requests[-1]
+        assert (request["model"], request["prompt"]) == ("stub-edit", "flip it")
+        np.testing.assert_array_equal(decode_data_url(request["images"][0]), image)
+        manifest = Manifest(str(tmp_path / "manifest.sqlite"))
+        for item in ("no-image", "not-json"):
+            _guarded(manifest, "tryoff", item, lambda: ({"shape": backend.edit("x", [image]).shape}, ""))
+    finally:
+        stub.close()
+    rows = {r["item"]: r for r in manifest.rows()}
+    manifest.close()
+    assert rows["no-image"]["status"] == rows["not-json"]["status"] == "rejected"
+    assert "the answer holds no image" in rows["no-image"]["reason"]
+    assert "not JSON" in rows["not-json"]["reason"] and backend.stats["retries"] == 1

@@ -15,6 +15,11 @@ numpy decoding), which `fc_jax.data.pipeline` feeds to grain.
 Shapes are left variable in the feature spec; the pipeline checks every record against the run's geometry and
 skips (or stops on) one that does not fit, naming it.
 
+A data set may also grow in parts: each `<data_dir>/part-NNNNN` folder holds a complete data set of the same
+kind (written once, never changed), and `open_builder(kind, data_dir)` reads all of them as one
+(`tfds.builder_from_directories`: each split is the concatenation of the parts' splits, in part order). The
+curation pipeline (`fc_jax.data.curate`) writes its output so, one new part per run that found new triplets.
+
 Real data comes from a manifest in the authors' layout (`examples_from_manifest`): a CSV with columns `video`
 (an .mp4; its reference image `<stem>_src.png` and garment image `<stem>_cloth.png` beside it) and `prompt` (JSON
 whose `en_long` holds [static caption, dynamic caption]), optionally `garment_type`. Videos are decoded with
@@ -27,12 +32,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 TEXT_FIELDS = ("id", "static_caption", "dynamic_caption", "garment_type", "source")
+PART = re.compile(r"part-\d{5}")  # the folder of one part of a data set written in parts
 
 
 def _text_features() -> dict:
@@ -114,16 +121,29 @@ class FashionLatents(_ExamplesBuilder):
 BUILDERS = {"triplets": FashionTriplets, "latents": FashionLatents}
 
 
+def part_dirs(data_dir: str) -> list[str]:
+    """The `part-NNNNN` folders directly under `data_dir`, in order (finished or not)."""
+    if not os.path.isdir(data_dir):
+        return []
+    return [os.path.join(data_dir, n) for n in sorted(os.listdir(data_dir))
+            if PART.fullmatch(n) and os.path.isdir(os.path.join(data_dir, n))]
+
+
 def open_builder(kind: str, data_dir: str) -> tfds.core.DatasetBuilder:
-    """The prepared data set of `kind` ("triplets" | "latents") under `data_dir`."""
+    """The prepared data set of `kind` ("triplets" | "latents") under `data_dir`: the one written there, or else
+    the union of the prepared parts in its `part-NNNNN` folders, read as one data set."""
     builder = BUILDERS[kind](data_dir=data_dir)
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"no {builder.name} data set under {data_dir} (looked for {builder.data_dir}); "
-            + ("write one with fc_jax.data.triplets.write_dataset" if kind == "triplets"
-               else "make one with `python -m fc_jax.data.preencode`")
-        )
-    return builder
+    if builder.is_prepared():
+        return builder
+    parts = [BUILDERS[kind](data_dir=d) for d in part_dirs(data_dir)]
+    prepared = [p.data_dir for p in parts if p.is_prepared()]
+    if prepared:
+        return tfds.builder_from_directories(prepared)
+    raise FileNotFoundError(
+        f"no {builder.name} data set under {data_dir} (looked for {builder.data_dir} and part-NNNNN folders); "
+        + ("write one with fc_jax.data.triplets.write_dataset" if kind == "triplets"
+           else "make one with `python -m fc_jax.data.preencode`")
+    )
 
 
 def write_dataset(kind: str, data_dir: str, splits: Mapping[str, Iterable[dict]]) -> tfds.core.DatasetBuilder:
@@ -149,9 +169,16 @@ def record_name(builder: tfds.core.DatasetBuilder, split: str, index: int) -> st
     offset = 0
     for path, length in zip(info.filepaths, info.shard_lengths):
         if index < offset + length:
-            return f"{builder.name}/{split}[{index}] ({os.path.basename(os.fspath(path))} record {index - offset})"
+            return f"{builder.name}/{split}[{index}] ({_shard_label(os.fspath(path))} record {index - offset})"
         offset += length
     return f"{builder.name}/{split}[{index}]"
+
+
+def _shard_label(path: str) -> str:
+    """A shard's file name, after its part folder when it is one of a data set's parts
+    (`part-NNNNN/<name>/<version>/<file>`)."""
+    folders = os.path.normpath(path).split(os.sep)
+    return "/".join(folders[-4::3]) if len(folders) >= 4 and PART.fullmatch(folders[-4]) else folders[-1]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 base64 data URLs, token log-probabilities on request, JSON output enforced where the server supports it) and
 embeddings.
 
-- Retries: HTTP 429 and 5xx, timeouts and refused connections are retried with exponential backoff (a numeric
-  `Retry-After` is honoured, capped at `max_backoff`); other HTTP errors fail at once. After `max_retries`
-  retries a `VLMError` names the URL, the status and the server's words.
+- Retries (`post_with_retries`, shared with the curation's image-edit backend): HTTP 429 and 5xx, timeouts and
+  refused connections are retried with exponential backoff (a numeric `Retry-After` is honoured, capped at
+  `max_backoff`); other HTTP errors fail at once. After `max_retries` retries a `VLMError` names the URL, the
+  status and the server's words.
 - Concurrency: at most `concurrency` requests in flight (`map` runs a function over items in a thread pool).
 - Cache: every successful response is stored under `cache_dir`, keyed by the SHA-256 of the endpoint and the
   canonical request (model, prompt, sampling options and the image bytes, which the data URLs carry), so a rerun
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import socket
 import threading
@@ -69,6 +72,49 @@ def image_data_url(image: np.ndarray, quality: int = 95) -> str:
 
 def image_part(image: np.ndarray) -> dict:
     return {"type": "image_url", "image_url": {"url": image_data_url(image)}}
+
+
+class RequestFailed(RuntimeError):
+    """A JSON POST failed for good. `status`: the last HTTP status (None without one); `transient`: True when
+    the retries were spent on 429 / 5xx / timeouts / refused connections, False for an error not worth
+    retrying (another HTTP status, an answer that is not JSON)."""
+
+    def __init__(self, message: str, status: int | None, transient: bool):
+        super().__init__(message)
+        self.status, self.transient = status, transient
+
+
+def post_with_retries(url: str, body: bytes, headers: dict, *, timeout: float, max_retries: int, backoff: float,
+                      max_backoff: float = math.inf, slot: contextlib.AbstractContextManager = contextlib.nullcontext(),
+                      count: Callable[[str], None] = lambda key: None) -> dict:
+    """POST `body` and return the answer's JSON, retrying HTTP 429 / 5xx, timeouts and refused connections up to
+    `max_retries` times after waits of `backoff * 2**attempt` (or a numeric `Retry-After`), capped at
+    `max_backoff`. Each attempt runs inside `slot` (e.g. a semaphore bounding requests in flight) and calls
+    `count("requests")`; each retry calls `count("retries")`. Failures raise `RequestFailed`."""
+    last, status = "", None
+    for attempt in range(max_retries + 1):
+        wait = min(max_backoff, backoff * 2**attempt)
+        try:
+            with slot:
+                count("requests")
+                request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=timeout) as r:
+                    return json.loads(r.read().decode())
+        except urllib.error.HTTPError as e:
+            status, last = e.code, f"HTTP {e.code}: {e.read().decode(errors='replace')[:300]}"
+            if e.code != 429 and e.code < 500:
+                raise RequestFailed(f"{url}: {last}", e.code, False) from e
+            retry_after = e.headers.get("Retry-After") if e.headers else None
+            if retry_after and retry_after.replace(".", "", 1).isdigit():
+                wait = min(max_backoff, float(retry_after))
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
+            status, last = None, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        except json.JSONDecodeError as e:
+            raise RequestFailed(f"{url}: the server's answer is not JSON ({e})", None, False) from e
+        if attempt < max_retries:
+            count("retries")
+            time.sleep(wait)
+    raise RequestFailed(f"{url}: failed after {max_retries + 1} attempts; last: {last}", status, True)
 
 
 class VLMClient:
@@ -142,40 +188,22 @@ class VLMClient:
         return response
 
     def _post_with_retries(self, path: str, payload: dict) -> dict:
-        url, c = self._url(path), self.config
-        body = json.dumps(payload).encode()
+        c = self.config
         headers = {"Content-Type": "application/json"}
         if c.api_key:
             headers["Authorization"] = f"Bearer {c.api_key}"
-        last = ""
-        for attempt in range(c.max_retries + 1):
-            wait = min(c.max_backoff, c.backoff * 2**attempt)
-            try:
-                with self._slots:
-                    with self._lock:
-                        self.stats["requests"] += 1
-                    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-                    with urllib.request.urlopen(request, timeout=c.timeout) as r:
-                        return json.loads(r.read().decode())
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode(errors="replace")[:300]
-                last = f"HTTP {e.code}: {detail}"
-                if e.code == 400 and "response_format" in payload:
-                    raise _BadRequest(last) from e
-                if e.code != 429 and e.code < 500:
-                    raise VLMError(f"{url}: {last}") from e
-                retry_after = e.headers.get("Retry-After") if e.headers else None
-                if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    wait = min(c.max_backoff, float(retry_after))
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-            except json.JSONDecodeError as e:
-                raise VLMError(f"{url}: the server's answer is not JSON ({e})") from e
-            if attempt < c.max_retries:
-                with self._lock:
-                    self.stats["retries"] += 1
-                time.sleep(wait)
-        raise VLMError(f"{url}: failed after {c.max_retries + 1} attempts; last: {last}")
+        try:
+            return post_with_retries(self._url(path), json.dumps(payload).encode(), headers, timeout=c.timeout,
+                                     max_retries=c.max_retries, backoff=c.backoff, max_backoff=c.max_backoff,
+                                     slot=self._slots, count=self._count)
+        except RequestFailed as e:
+            if e.status == 400 and "response_format" in payload:
+                raise _BadRequest(str(e)) from e
+            raise VLMError(str(e)) from e
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
 
 
 class _BadRequest(VLMError):

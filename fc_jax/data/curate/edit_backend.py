@@ -6,10 +6,11 @@
 - `json`: a self-hosted editing model (e.g. Qwen-Image-Edit behind a small server): `POST {base_url}` with JSON
   `{"model", "prompt", "images": [PNG data URLs]}`; the answer is `{"image": base64 or data URL}`.
 
-HTTP 429/5xx, timeouts and refused connections are retried with exponential backoff; after `max_retries` an
-`EditError` with `transient=True` says so (the manifest records an error, tried again next run). Other HTTP
-errors (a refused prompt, a bad image) and answers without an image raise `EditError` with `transient=False`
-(recorded as a rejection).
+Requests go through `fc_jax.eval.vlm.post_with_retries`: HTTP 429/5xx, timeouts and refused connections are
+retried with exponential backoff (a numeric `Retry-After` honoured, capped at `max_backoff`); after `max_retries`
+an `EditError` with `transient=True` says so (the manifest records an error, tried again next run). Other HTTP
+errors (a refused prompt, a bad image) and answers that are not JSON or hold no image raise `EditError` with
+`transient=False` (recorded as a rejection).
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
-import time
-import urllib.error
-import urllib.request
+import threading
 import uuid
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
+
+from fc_jax.eval.vlm import RequestFailed, post_with_retries
 
 KINDS = ("openai", "json")
 
@@ -68,6 +68,7 @@ class HTTPEditBackend:
         self.cfg = cfg
         self.url = cfg.base_url.rstrip("/") + ("/images/edits" if cfg.kind == "openai" else "")
         self.stats = {"requests": 0, "retries": 0}
+        self._lock = threading.Lock()
 
     def edit(self, prompt: str, images: list[np.ndarray]) -> np.ndarray:
         body, content_type = (self._multipart if self.cfg.kind == "openai" else self._json)(prompt, images)
@@ -104,22 +105,12 @@ class HTTPEditBackend:
         headers = {"Content-Type": content_type}
         if c.api_key:
             headers["Authorization"] = f"Bearer {c.api_key}"
-        last = ""
-        for attempt in range(c.max_retries + 1):
-            try:
-                self.stats["requests"] += 1
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=c.timeout) as r:
-                    return json.loads(r.read().decode())
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}: {e.read().decode(errors='replace')[:300]}"
-                if e.code != 429 and e.code < 500:
-                    raise EditError(f"{self.url}: {last}", False) from e
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-            except json.JSONDecodeError as e:
-                raise EditError(f"{self.url}: the answer is not JSON ({e})", False) from e
-            if attempt < c.max_retries:
-                self.stats["retries"] += 1
-                time.sleep(c.backoff * 2**attempt)
-        raise EditError(f"{self.url}: failed after {c.max_retries + 1} attempts; last: {last}", True)
+        try:
+            return post_with_retries(self.url, body, headers, timeout=c.timeout, max_retries=c.max_retries,
+                                     backoff=c.backoff, max_backoff=c.max_backoff, count=self._count)
+        except RequestFailed as e:
+            raise EditError(str(e), e.transient) from e
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1

@@ -10,12 +10,16 @@
    every one of `person_frames` evenly spread frames (no person detector with offline weights ships in a wheel
    usable here; for the frontal-facing fashion footage this is trained on, one face = one person);
 5. aesthetics (CLIP ViT-L/14 + LAION head) >= `min_aesthetic` and quality (MUSIQ) >= `min_musiq`, each only when
-   its weights are configured; otherwise the clip's outputs say "not configured".
+   its weights are configured; otherwise the clip's outputs say "not configured". The MUSIQ architecture is the
+   official multi-scale one, with the `MusiqConfig` fields of the JSON object `musiq_model` changed (e.g.
+   `{"num_classes": 10}` for the AVA checkpoint).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import time
 
@@ -69,6 +73,20 @@ class FaceCounter:
         return sum(s >= self.min_score for s in scores)
 
 
+def musiq_config(overrides: str):
+    """The official MUSIQ `MusiqConfig` with the fields of the JSON object `overrides` (empty: none) changed."""
+    from fc_jax.models.musiq import MusiqConfig
+
+    try:
+        changes = json.loads(overrides.strip() or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"filter.musiq_model is not JSON ({e}): {overrides!r}") from e
+    names = [f.name for f in dataclasses.fields(MusiqConfig)]
+    if not isinstance(changes, dict) or set(changes) - set(names):
+        raise ValueError(f"filter.musiq_model must be a JSON object with fields among {names}; got {overrides!r}")
+    return MusiqConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+
+
 class Scorers:
     """The optional learned filters, loaded once from the config: `aesthetic(video)` and `quality(video)` (MOS)
     are None when their weights are not configured."""
@@ -80,15 +98,20 @@ class Scorers:
             from fc_jax.eval.metrics.aesthetic import Aesthetic
 
             params, clip_config = load_reward_params(cfg.aesthetic_clip, cfg.aesthetic_head)
-            metric = Aesthetic(params, clip_config, os.path.basename(cfg.aesthetic_clip), frames=cfg.aesthetic_frames)
-            self.aesthetic = lambda video: metric(None, video).values["aesthetic"]
+            self.aesthetic = _score(Aesthetic(params, clip_config, os.path.basename(cfg.aesthetic_clip),
+                                              frames=cfg.aesthetic_frames), "aesthetic")
         if cfg.musiq_checkpoint:
             from fc_jax.convert.musiq import convert_checkpoint
             from fc_jax.eval.metrics.quality import VideoQuality
 
-            metric = VideoQuality(convert_checkpoint(cfg.musiq_checkpoint), cfg.musiq_checkpoint,
-                                  frames=cfg.musiq_frames)
-            self.quality = lambda video: 100.0 * metric(None, video).values["vq"]
+            config = musiq_config(cfg.musiq_model)
+            self.quality = _score(VideoQuality(convert_checkpoint(cfg.musiq_checkpoint, config), cfg.musiq_checkpoint,
+                                               config, frames=cfg.musiq_frames), "vq", 100.0)
+
+
+def _score(metric, column: str, scale: float = 1.0):
+    """video -> `scale` x the evaluation metric's `column` value."""
+    return lambda video: scale * metric(None, video).values[column]
 
 
 def check_clip(frames: np.ndarray, fps: float, cfg, faces: FaceCounter, scorers: Scorers) -> tuple[dict, str]:

@@ -1,8 +1,9 @@
 """The curation manifest: one SQLite row per (item, stage) with its status, outputs, reason and timing.
 
-Items are raw videos (stage `filter`) and the clips cut from them (`caption`, `tryoff`, `tryon`). A stage's row
-is written once, when the stage finishes for that item, in one transaction with any clips it creates, so a run
-killed at any point resumes from the last finished rows and never records an item twice. Statuses:
+Items are raw videos (stage `filter`) and the clips cut from them (`caption`, `tryoff`, `tryon`, and `write`:
+the data set part the clip went into). A stage's row is written once, when the stage finishes for that item, in
+one transaction with any clips it creates, so a run killed at any point resumes from the last finished rows and
+never records an item twice. Statuses:
 - `done`: outputs (JSON) are the stage's results;
 - `rejected`: the item failed a check; `reason` says which (the item goes no further);
 - `error`: the stage could not finish (a server down after its retries, an unreadable file); `reason` says why.
@@ -66,6 +67,13 @@ class Manifest:
         """Record a stage's end for an item (replacing an earlier `error`), together with the items it made and
         their own rows (item, stage, status, outputs, reason), in one transaction."""
         rows = [(item, stage, status, outputs or {}, reason, seconds)] + [(*r, 0.0) for r in new_rows]
+        self._record(rows, new_items)
+
+    def finish_all(self, stage: str, rows: list[tuple[str, str, dict]]) -> None:
+        """Record `stage`'s end for many items, (item, status, outputs) each, in one transaction."""
+        self._record([(item, stage, status, outputs, "", 0.0) for item, status, outputs in rows], ())
+
+    def _record(self, rows: list[tuple], new_items) -> None:
         for row in rows:
             if row[2] not in STATUSES:
                 raise ValueError(f"status must be one of {STATUSES}, got {row[2]!r} for {row[0]}")
@@ -78,15 +86,6 @@ class Manifest:
                 self._db.executemany("INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?, ?)",
                                      [(i, st, status, json.dumps(out), why, sec, now)
                                       for i, st, status, out, why, sec in rows])
-
-    def get(self, item: str, stage: str) -> dict | None:
-        """The row of (item, stage) as a dict, or None if the stage has not finished for it."""
-        with self._lock:
-            row = self._db.execute("SELECT status, outputs, reason, seconds FROM stages WHERE item = ? AND stage = ?",
-                                   (item, stage)).fetchone()
-        if row is None:
-            return None
-        return {"status": row[0], "outputs": json.loads(row[1]), "reason": row[2], "seconds": row[3]}
 
     def todo(self, kind: str, stage: str, after: str | None) -> list[tuple[str, dict]]:
         """Items of `kind` whose `after` stage is done (any, if None) and whose `stage` is not finished

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import glob
-import logging
 import os
 import time
 
@@ -19,11 +18,10 @@ from fc_jax.data.curate.ask import AnswerError
 from fc_jax.data.curate.edit_backend import EditError, HTTPEditBackend
 from fc_jax.data.curate.manifest import Manifest
 from fc_jax.data.curate.summary import summarize
-from fc_jax.data.curate.write import write_triplets
+from fc_jax.data.curate.write import write_new_part
 from fc_jax.eval.vlm import VLMClient, VLMConfig, VLMError
 from fc_jax.video import VideoError, read_video
 
-log = logging.getLogger(__name__)
 STAGES = ("filter", "caption", "tryoff", "tryon", "write")
 
 
@@ -179,12 +177,9 @@ class Curation:
         _pool(self.manifest.todo("clip", "tryon", "tryoff"), job, t.workers, "tryon")
 
     def write(self) -> None:
-        data_dir = os.path.join(self.work, "dataset")
-        if self.manifest.get("dataset", "write") is not None:
-            log.info("the data set under %s is already written", data_dir)
-            return
-        count = write_triplets(self.manifest, data_dir, self.c.dataset, self.c.dataset.split)
-        self.manifest.finish("dataset", "write", "done", {"data_dir": data_dir, "examples": count})
+        """A new data set part with the clips that passed all stages since the last write (see `write.py`)."""
+        self.notes["dataset"] = write_new_part(self.manifest, os.path.join(self.work, "dataset"), self.c.dataset,
+                                               self.c.dataset.split)
 
     def run(self) -> dict:
         wanted = [s.strip() for s in self.c.stages.split(",") if s.strip()]
