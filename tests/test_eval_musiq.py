@@ -1,8 +1,8 @@
 """MUSIQ: the parameter tree against the official SPAQ checkpoint's names and shapes, the converter on an archive
 of that structure, and the multi-scale patching / hashed positions / scale embedding on worked examples.
 
-pyiqa (an independent PyTorch MUSIQ) needs torchvision, which does not import beside the local CPU torch build,
-so no cross-implementation parity is run here."""
+Parity with an independent implementation (pyiqa's PyTorch MUSIQ) is in tests/test_musiq_pyiqa_parity.py; it
+runs where pyiqa imports (a venv with torch 2.14.1 + torchvision 0.29.1) and is skipped here."""
 
 import math
 

@@ -77,7 +77,10 @@ def gaussian_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """`tf.image.resize(image, (height, width), method=GAUSSIAN)` for float [H, W, C] -> [height, width, C]."""
     wh = _gaussian_weights(image.shape[0], height)
     ww = _gaussian_weights(image.shape[1], width)
-    return np.einsum("oh,hwc,pw->opc", wh, image.astype(np.float32), ww).astype(np.float32)
+    # Separable, one axis at a time (two BLAS products): a single three-operand einsum runs as one unfactored
+    # loop over out_h * in_h * in_w * out_w * C terms, minutes per frame at 384.
+    rows = np.tensordot(wh, image.astype(np.float32), axes=(1, 0))  # [height, W, C]
+    return np.tensordot(ww, rows, axes=(1, 1)).transpose(1, 0, 2).astype(np.float32)  # [height, width, C]
 
 
 def hashed_positions(grid_size: int, count_h: int, count_w: int) -> np.ndarray:
