@@ -91,7 +91,7 @@ def _gr_dmd_ms(repeats: int) -> dict:
         gen, critic = steps.generator(exit_step, batch), steps.critic(exit_step, batch)
 
         def run_gen():
-            holder[0], m = gen(holder[0], real, batch)
+            holder[0], m = gen(holder[0], real, steps.reward_params, batch)
             return m
 
         def run_critic():
