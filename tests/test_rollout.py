@@ -101,6 +101,9 @@ def test_shared_cache_gradient_equals_per_chunk_snapshots(setup):
     g_new, (x_new, c_new) = run(lambda p: self_forcing_rollout(model, p, cache, key, t, s, num_chunks=4, exit_step=1))
     g_ref, (x_ref, c_ref) = run(lambda p: _per_chunk_rollout(model, p, cache, key, t, s, 4, 1))
     np.testing.assert_allclose(np.asarray(x_new), np.asarray(x_ref), atol=1e-5)
+    no_grad, _ = jax.jit(lambda p: self_forcing_rollout(model, p, cache, key, t, s, num_chunks=4, exit_step=1,
+                                                        gradient=False))(params)
+    np.testing.assert_allclose(np.asarray(no_grad), np.asarray(x_ref), atol=1e-5)
     for a, b in zip(jax.tree.leaves((g_new, c_new)), jax.tree.leaves((g_ref, c_ref))):
         a, b = np.asarray(a), np.asarray(b)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * max(1.0, np.abs(b).max()))

@@ -129,8 +129,9 @@ class Distiller:
                                        flow.student_schedule(config.sampling.student_timesteps, self.shift))
         self.config = config
 
-    def rollout(self, params, batch, key, exit_step: int):
-        """Student samples [B, num_chunks·chunk, h, w, C] (gradient through the exit-step forwards only)."""
+    def rollout(self, params, batch, key, exit_step: int, gradient: bool = True):
+        """Student samples [B, num_chunks·chunk, h, w, C] (gradient through the exit-step forwards only; none and
+        one forward per chunk less with `gradient=False`)."""
         ref = batch["reference"].astype(jnp.float32)
         b, _, h, w, _ = ref.shape
         spec = kv_cache.CacheSpec.from_config(self.config, h, w)
@@ -138,7 +139,7 @@ class Distiller:
         cache = kv_cache.prefill(self.model, jax.lax.stop_gradient(params), cache, ref,
                                  batch["garment"].astype(jnp.float32), batch["context"])
         x, _ = self_forcing_rollout(self.model, params, cache, key, self.timesteps, self.sigmas,
-                                    num_chunks=self.num_chunks, exit_step=exit_step)
+                                    num_chunks=self.num_chunks, exit_step=exit_step, gradient=gradient)
         return x
 
     def generator_loss(self, generator, critic, real, reward_params, batch, key, exit_step: int):
@@ -163,7 +164,7 @@ class Distiller:
     def critic_loss(self, critic, generator, batch, key, exit_step: int):
         """Flow MSE of the critic on a no-grad rollout at a fresh shifted t (conditions at t = 0)."""
         key_roll, key_t, key_noise = jax.random.split(key, 3)
-        x = jax.lax.stop_gradient(self.rollout(jax.lax.stop_gradient(generator), batch, key_roll, exit_step))
+        x = jax.lax.stop_gradient(self.rollout(generator, batch, key_roll, exit_step, gradient=False))
         t = sample_score_timesteps(key_t, x.shape[0], self.shift)
         noise = jax.random.normal(key_noise, x.shape)
         noisy = flow.add_noise(x, noise, t)

@@ -13,7 +13,7 @@ It runs in two passes to keep one cache, not one per chunk, alive for the backwa
    plus itself, so that cache gives it exactly the keys and values it saw.
 The attention backward needs the keys and values each gradient forward read; a per-chunk cache would keep
 `num_chunks` snapshots of it (about 59 GiB per sample at 5B, 720p, 7 chunks), the shared final cache keeps one.
-The price is one more forward per chunk.
+The price is one more forward per chunk; the critic's rollout, which needs no gradient, skips the second pass.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from fc_jax.sampling import flow
 
 
 def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas, *, num_chunks: int,
-                         exit_step: int):
+                         exit_step: int, gradient: bool = True):
     """Roll the student out from a freshly prefilled cache (no chunk committed yet).
 
     timesteps, sigmas: [S] the student schedule (`flow.student_schedule`); exit_step: a Python int in [0, S) —
     draw it on the host once per rollout (each value compiles once). Returns (latents [B, num_chunks·chunk, h, w, C]
     with gradient w.r.t. `params` through the exit-step forwards only, the final cache (no gradient)).
+    `gradient=False` skips the second pass (the same latents, no gradient: the critic's rollout).
+    Chunks run under `lax.scan`, so the program does not grow with `num_chunks`.
     """
     steps = timesteps.shape[0]
     if not 0 <= exit_step < steps:
@@ -45,21 +47,37 @@ def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps,
     shape = (b, spec.chunk_frames) + cache.reference.shape[2:]
     frozen = jax.lax.stop_gradient(params)
     start = cache = jax.lax.stop_gradient(cache)
-    exit_inputs, last_x0 = [], None
-    for c in range(num_chunks):
+
+    def make_chunk(cache, c):
+        """(the exit step's input, its x0) of chunk c, without gradient."""
         chunk_key = jax.random.fold_in(key, c)
         x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape)
         for i in range(exit_step):
             x0 = kv_cache.denoise(model, frozen, cache, x, timesteps[i], sigmas[i])
             noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape)
             x = flow.add_noise(x0, noise, jnp.full((b,), timesteps[i + 1]), jnp.full((b,), sigmas[i + 1]))
-        exit_inputs.append(x)
-        last_x0 = kv_cache.denoise(model, frozen, cache, x, timesteps[exit_step], sigmas[exit_step])
-        if c < num_chunks - 1:
-            cache = kv_cache.commit(model, frozen, cache, last_x0)
+        return x, kv_cache.denoise(model, frozen, cache, x, timesteps[exit_step], sigmas[exit_step])
+
+    def make_and_commit(cache, c):
+        x, x0 = make_chunk(cache, c)
+        return kv_cache.commit(model, frozen, cache, x0), (x, x0)
+
+    cache, (inputs, x0s) = jax.lax.scan(make_and_commit, cache, jnp.arange(num_chunks - 1))
     # `cache` now holds every chunk but the last (whose commit could start the ring's eviction).
-    outputs = []
-    for c, x in enumerate(exit_inputs):
+    last_input, last_x0 = make_chunk(cache, num_chunks - 1)
+    final = kv_cache.commit(model, frozen, cache, last_x0)
+    if not gradient:
+        return _frames(jnp.concatenate([x0s, last_x0[None]])), final
+
+    def regrad(c, x):
         as_made = cache.replace(num_chunks=start.num_chunks + c, next_frame=start.next_frame + c * spec.chunk_frames)
-        outputs.append(kv_cache.denoise(model, params, as_made, x, timesteps[exit_step], sigmas[exit_step]))
-    return jnp.concatenate(outputs, axis=1), kv_cache.commit(model, frozen, cache, last_x0)
+        return kv_cache.denoise(model, params, as_made, x, timesteps[exit_step], sigmas[exit_step])
+
+    outputs = jax.lax.map(lambda a: regrad(*a), (jnp.arange(num_chunks), jnp.concatenate([inputs, last_input[None]])))
+    return _frames(outputs), final
+
+
+def _frames(chunks):
+    """[num_chunks, B, chunk, h, w, C] -> [B, num_chunks·chunk, h, w, C]."""
+    n, b = chunks.shape[:2]
+    return jnp.moveaxis(chunks, 0, 1).reshape((b, n * chunks.shape[2]) + chunks.shape[3:])
