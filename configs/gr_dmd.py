@@ -11,7 +11,7 @@ Test-sized variant: `get_config("tiny")` (tiny model, 2 chunks of 3 latents, syn
 Mesh, sharding rules, checkpoints and data are stage 1's (configs/sft_teacher.py). Recommended mesh: the default,
 FSDP over every chip with one sample per chip, i.e. `fsdp=64` for the authors' global batch of 64. Compiled
 per-device peak (`python -m fc_jax.bench distill --memory`, fake CPU devices, 1280x704, 7 chunks, reward in the
-loop): generator step 31.7 GiB, critic step 24.1 GiB on fsdp 64; 60.4 / 40.8 GiB on fsdp 8 (global batch 8).
+loop): generator step 29.8 GiB, critic step 21.4 GiB on fsdp 64; 49.6 / 38.1 GiB on fsdp 8 (global batch 8).
 """
 
 import os
