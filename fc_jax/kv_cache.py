@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax.models import dit
-from fc_jax.sampling import flow
+from fc_jax import flow
 
 
 @dataclasses.dataclass(frozen=True)

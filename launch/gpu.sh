@@ -9,7 +9,7 @@
 # On a single node it just runs the command.
 #
 # It exports JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, which fc_jax's
-# jax.distributed.initialize() call reads (fc_jax.training.distributed). The workdir and data must be on storage
+# jax.distributed.initialize() call reads (fc_jax.distributed). The workdir and data must be on storage
 # every node sees. Needs fc_jax installed with pip install -e '.[cuda]'.
 set -euo pipefail
 

@@ -8,7 +8,7 @@ import pytest
 
 from fc_jax import kv_cache as kvc
 from fc_jax.models.attention import streaming_layout
-from fc_jax.sampling import flow
+from fc_jax import flow
 
 H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
 TPF = 6

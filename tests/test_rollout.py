@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fc_jax import kv_cache as kvc
-from fc_jax.sampling import flow
+from fc_jax import flow
 from fc_jax.sampling.streaming import student_chunk
 from fc_jax.training.rollout import self_forcing_rollout
 

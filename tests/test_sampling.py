@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fc_jax.sampling import flow
+from fc_jax import flow
 from fc_jax.sampling.unipc import UniPCState, unipc_schedule, unipc_step
 
 

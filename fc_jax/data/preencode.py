@@ -221,7 +221,7 @@ def preencode(config, src: str, dst: str, encoder: BatchEncoder, splits=None, ch
               on_bad_record: str = "skip"):
     """Encode `splits` (default all) of the triplets under `src` into a latent data set under `dst`."""
     from fc_jax.data import triplets
-    from fc_jax.training.distributed import is_main_process, sync
+    from fc_jax.distributed import is_main_process, sync
 
     builder = triplets.open_builder("triplets", src)
     splits = list(splits or builder.info.splits)
@@ -249,7 +249,7 @@ def main(argv) -> None:
     for name, flag in (("--config", _CONFIG.value), ("--src", _SRC.value), ("--dst", _DST.value)):
         if not flag:
             raise app.UsageError(f"{name} is required")
-    from fc_jax.training.distributed import initialize
+    from fc_jax.distributed import initialize
 
     config = _CONFIG.value
     initialize(config.get("distributed", {}).get("initialize", "auto"))

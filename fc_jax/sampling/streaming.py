@@ -23,7 +23,7 @@ import numpy as np
 
 from fc_jax import images, kv_cache
 from fc_jax.models import dit, vae
-from fc_jax.sampling import flow
+from fc_jax import flow
 
 
 @dataclasses.dataclass(frozen=True)

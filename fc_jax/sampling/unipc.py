@@ -21,7 +21,7 @@ import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax.sampling.flow import shift_sigma
+from fc_jax.flow import shift_sigma
 
 
 @dataclasses.dataclass(frozen=True)

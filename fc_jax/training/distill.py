@@ -32,7 +32,7 @@ import optax
 from fc_jax import kv_cache
 from fc_jax.losses import dmd_loss, gr_dmd_loss
 from fc_jax.models import dit
-from fc_jax.sampling import flow
+from fc_jax import flow
 from fc_jax.training.rollout import self_forcing_rollout
 from fc_jax.training.sharding import Rules, replicated, tree_shardings
 from fc_jax.training.state import init_inputs, update_ema
@@ -324,7 +324,8 @@ def train(config, workdir: str) -> dict:
     import time
 
     from fc_jax.data.pipeline import load_empty_prompt
-    from fc_jax.training import distributed, loop, sft
+    from fc_jax import distributed
+    from fc_jax.training import loop, sft
     from fc_jax.training.checkpoint import Checkpointer
     from fc_jax.training.logger import MetricLogger
     from fc_jax.training.optim import make_optimizer

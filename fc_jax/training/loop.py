@@ -27,7 +27,8 @@ import jax
 import numpy as np
 
 from fc_jax.models import dit
-from fc_jax.training import distributed, sft
+from fc_jax import distributed
+from fc_jax.training import sft
 from fc_jax.training.checkpoint import Checkpointer
 from fc_jax.training.logger import MetricLogger
 from fc_jax.training.optim import make_optimizer

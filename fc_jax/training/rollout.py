@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from fc_jax import kv_cache
-from fc_jax.sampling import flow
+from fc_jax import flow
 
 
 def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas, *, num_chunks: int,

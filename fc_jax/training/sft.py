@@ -20,8 +20,8 @@ from fc_jax.data import triplets
 from fc_jax.data.pipeline import LatentGeometry, latent_pipeline, load_empty_prompt, take_batches
 from fc_jax.data.synthetic import synthetic_empty_prompt, synthetic_latents
 from fc_jax.models import dit
-from fc_jax.sampling.flow import add_noise, flow_target, sample_training_timesteps
-from fc_jax.training.distributed import is_main_process, sync
+from fc_jax.flow import add_noise, flow_target, sample_training_timesteps
+from fc_jax.distributed import is_main_process, sync
 
 # Logical axes of each array of a batch; the leading None is the micro-batch (accumulation) axis.
 BATCH_AXES = {

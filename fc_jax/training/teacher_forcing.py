@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax.models import attention, dit
-from fc_jax.sampling.flow import add_noise, flow_target, sample_training_timesteps
+from fc_jax.flow import add_noise, flow_target, sample_training_timesteps
 
 BATCH_AXES = {
     "video": (None, "batch", "frames", None, None, "channels"),
