@@ -1,5 +1,6 @@
 """Video files <-> uint8 frames [F, H, W, 3] RGB through PyAV (FFmpeg's libraries in-process, bundled in the
-wheel: exact frame counts, real decode errors). Writing is H.264 yuv420p, chunk by chunk."""
+wheel: exact frame counts, real decode errors). Writing is H.264 yuv420p, chunk by chunk. `evenly_spaced` picks
+the frames that metrics and curation look at."""
 
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ def read_video(path: str) -> Video:
     if not frames:
         raise VideoError(f"{path}: the video stream holds no frames")
     return Video(path, np.stack(frames), fps)
+
+
+def evenly_spaced(num_frames: int, count: int) -> np.ndarray:
+    """`count` frame indices spread over `[0, num_frames)` (np.linspace, truncated, as the reference scripts do)."""
+    if num_frames < count:
+        raise VideoError(f"need at least {count} frames, the video has {num_frames}")
+    return np.linspace(0, num_frames - 1, count).astype(int)
 
 
 class Mp4Writer:

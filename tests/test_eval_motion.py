@@ -6,7 +6,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from fc_jax.eval.metrics.motion import MotionAmplitude, flow_maps  # noqa: E402
+from fc_jax.eval.metrics.motion import MotionAmplitude  # noqa: E402
+from fc_jax.optical_flow import flow_maps  # noqa: E402
 from fc_jax.video import Video, VideoError  # noqa: E402
 
 

@@ -186,7 +186,8 @@ def _inputs(cfg, n, pad=0):
 
 
 def test_video_quality_metric_long_side_and_mean(tmp_path):
-    from fc_jax.eval.metrics.quality import VideoQuality, limit_long_side
+    from fc_jax.eval.metrics.quality import VideoQuality
+    from fc_jax.frame_scores import limit_long_side
     from fc_jax.video import Video
 
     assert limit_long_side(np.zeros((1280, 704, 3), np.uint8)).shape == (512, 281, 3)
@@ -196,6 +197,6 @@ def test_video_quality_metric_long_side_and_mean(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, (3, 600, 300, 3), dtype=np.uint8)
     metric = VideoQuality(params, "tiny", TINY)
     result = metric(None, Video("v", frames, 24.0))
-    expected = [metric.scorer(limit_long_side(f)) for f in frames]  # one frame at a time, same compiled model
+    expected = [metric.scores.scorer(limit_long_side(f)) for f in frames]  # one frame at a time, same compiled model
     np.testing.assert_allclose(result.per_frame["musiq"], expected, rtol=1e-6)
     assert result.values["vq"] == pytest.approx(np.mean(expected) / 100)

@@ -16,7 +16,7 @@ from fc_jax.eval.bench import Sample
 from fc_jax.eval.judge import JudgeAnswerError, judge_messages, parse_judgement
 from fc_jax.eval.metrics.vlm_metrics import GMEScore, Judge, Smoothness, qalign_score
 from fc_jax.video import Video
-from fc_jax.eval.vlm import VLMClient, VLMConfig, VLMError
+from fc_jax.vlm import VLMClient, VLMConfig, VLMError
 
 
 class FakeServer:

@@ -10,6 +10,7 @@ import pytest
 from fc_jax import kv_cache as kvc
 from fc_jax import flow
 from fc_jax.sampling.streaming import student_chunk
+from fc_jax.sampling.student import denoise_chunk
 from fc_jax.training.rollout import self_forcing_rollout
 
 H, W = 4, 6
@@ -59,6 +60,31 @@ def test_gradient_flows_only_through_the_exit_step_forward(setup):
     for a, b in zip(jax.tree.leaves(rolled), jax.tree.leaves(single)):
         a, b = np.asarray(a), np.asarray(b)  # float noise scales with the leaf; a leak through the cache would not
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * max(1.0, np.abs(b).max()))
+
+
+def test_denoise_chunk_runs_a_prefix_of_the_schedule_with_fixed_keys(setup):
+    """Steps [0, n): step 0 starts on fold_in(key, 0) noise, step i re-noises step i-1's x0 with fold_in(key, i)
+    noise; the same numbers under jit and inside lax.scan with a traced chunk key."""
+    model, params, cache, t, s = setup
+    base = jax.random.key(11)
+    key = jax.random.fold_in(base, 2)
+    run = jax.jit(functools.partial(denoise_chunk, model), static_argnums=5)
+    x1, x0_1 = run(params, cache, key, t, s, 1)
+    np.testing.assert_array_equal(np.asarray(x1), np.asarray(jax.random.normal(jax.random.fold_in(key, 0), x1.shape)))
+    x2, x0_2 = run(params, cache, key, t, s, 2)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), x1.shape)
+    expected = flow.add_noise(x0_1, noise, jnp.full((1,), t[1]), jnp.full((1,), s[1]))
+    np.testing.assert_allclose(np.asarray(x2), np.asarray(expected), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(x0_2), np.asarray(kvc.denoise(model, params, cache, x2, t[1], s[1])),
+                               atol=1e-5)
+    scan = jax.jit(lambda p: jax.lax.scan(
+        lambda carry, c: (carry, denoise_chunk(model, p, cache, jax.random.fold_in(base, c), t, s, 2)),
+        0, jnp.arange(3))[1])
+    xs, x0s = scan(params)
+    np.testing.assert_allclose(np.asarray(xs[2]), np.asarray(x2), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(x0s[2]), np.asarray(x0_2), atol=1e-5)
+    with pytest.raises(ValueError, match=r"num_steps must be in \[1, 4\]"):
+        denoise_chunk(model, params, cache, key, t, s, 0)
 
 
 def test_exit_step_out_of_range_is_named(setup):

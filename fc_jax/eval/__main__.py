@@ -11,75 +11,112 @@ method's; the video of sample `<id>` is `<id>.mp4`, see `fc_jax.eval.bench`) on 
 `report.json`, `report.md` (laid out like the paper's Table 1), `per_sample.csv` and a per-frame curves PNG into
 `--out`. Resumable: per-sample results are kept in `--out/samples/`, and a rerun scores only what is missing or
 failed. Metrics whose weights or server are not given are reported as not computed, with the reason.
+
+Flags are absl flags (`--name=value` or `--name value`; `--random_weights` / `--norandom_weights`; `--metrics`
+a comma list); `python -m fc_jax.eval score --help` and `... generate --help` list each command's flags.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 
-from fc_jax.config import CONFIG_DIR
+from absl import flags
+
+from fc_jax import cli
+from fc_jax.config import CONFIG_DIR, config_file
 from fc_jax.eval.metrics import ALL_METRICS, EvalOptions
+
+PROG = "python -m fc_jax.eval"
+COMMANDS = {
+    "score": "score a folder of videos on HGC-Bench",
+    "generate": "generate the benchmark's videos with the streaming student",
+}
 
 _GENERATE_HELP = ("stream one video per sample into --out/<id>.mp4 (skipping those already there). Single-garment "
                   "mode: the sample's src_image, cloth_image and caption. With --switch_frames=F1,F2,... the "
                   "garment also switches at those frames, to the cloth images of the next samples in bench order "
                   "(the k-th switch of sample i takes sample i+k's garment, wrapping around the whole bench).")
 
+_SCORE_HELP = ("score a folder of videos (one per sample, <id>.mp4) on HGC-Bench; write report.json, report.md, "
+               "per_sample.csv and a per-frame curves PNG into --out. Resumable (--out/samples/). Metrics whose "
+               "weights or server are not given are reported as not computed, with the reason.")
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.eval", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    score = sub.add_parser("score", help="score a folder of videos on HGC-Bench")
-    score.add_argument("--bench", required=True, help="HGC-Bench folder (meta_data.csv + images)")
-    score.add_argument("--videos", required=True, help="folder with one video per sample, named <id>.mp4")
-    score.add_argument("--out", required=True, help="output folder (report files; samples/ for resuming)")
-    score.add_argument("--method", default="ours", help="row name in the report table")
-    score.add_argument("--metrics", default=",".join(ALL_METRICS), help=f"comma list from {','.join(ALL_METRICS)}")
-    score.add_argument("--plot_sample", default=None, help="sample id whose per-frame curves are plotted")
-    score.add_argument("--limit", type=int, default=0, help="score only the first N samples (0 = all)")
+# `score`'s flags for the EvalOptions fields (besides `metrics`): where the weights and the VLM server are.
+_OPTION_HELP = {
+    "musiq_checkpoint": "official MUSIQ spaq_ckpt.npz (vq)",
+    "face_checkpoint": "glint360k_curricular_face_r101_backbone.bin (face identity)",
+    "face_landmarks": "dlib shape_predictor_68_face_landmarks.dat (default: face_recognition_models)",
+    "clip": "transformers CLIP ViT-L/14 folder (aesthetic)",
+    "aesthetic_head": "sac+logos+ava1-l14-linearMSE.pth (aesthetic)",
+    "vlm_url": "OpenAI-compatible VLM server (default: $FC_EVAL_VLM_URL / $OPENAI_BASE_URL)",
+    "vlm_key": "its API key (default: $FC_EVAL_VLM_KEY / $OPENAI_API_KEY)",
+    "judge_model": "judge model name (default: $FC_EVAL_JUDGE_MODEL)",
+    "gme_model": "GME model name (default: $FC_EVAL_GME_MODEL)",
+    "qalign_model": "Q-Align model name (default: $FC_EVAL_QALIGN_MODEL)",
+    "vlm_concurrency": "concurrent VLM requests",
+    "vlm_timeout": "seconds per VLM request",
+    "vlm_cache": "VLM reply cache folder (default: --out/vlm_cache)",
+    "judge_frames": "frames shown to the judge",
+    "face_frames": "frames scored for face identity",
+    "gme_frames": "frames scored by GME",
+    "vq_frames": "frames scored for video quality (0 = every frame)",
+}
+
+SCORE = flags.FlagValues()
+flags.DEFINE_string("bench", None, "HGC-Bench folder (meta_data.csv + images)", flag_values=SCORE)
+flags.DEFINE_string("videos", None, "folder with one video per sample, named <id>.mp4", flag_values=SCORE)
+flags.DEFINE_string("out", None, "output folder (report files; samples/ for resuming)", flag_values=SCORE)
+flags.mark_flags_as_required(["bench", "videos", "out"], flag_values=SCORE)
+flags.DEFINE_string("method", "ours", "row name in the report table", flag_values=SCORE)
+flags.DEFINE_list("metrics", list(ALL_METRICS), f"comma list from {','.join(ALL_METRICS)}", flag_values=SCORE)
+flags.DEFINE_string("plot_sample", None, "sample id whose per-frame curves are plotted", flag_values=SCORE)
+flags.DEFINE_integer("limit", 0, "score only the first N samples (0 = all)", flag_values=SCORE)
+
+
+def _define_options(flag_values: flags.FlagValues) -> None:
+    """One flag per EvalOptions field (but `metrics`), of the field's type and default."""
+    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
     for field in dataclasses.fields(EvalOptions):
-        if field.name == "metrics":
-            continue
-        kind = type(field.default) if field.default is not None else str
-        score.add_argument(f"--{field.name}", type=kind, default=field.default)
-    _add_generate(sub)
-    return parser
+        if field.name != "metrics":
+            kind = type(field.default) if field.default is not None else str
+            define[kind](field.name, field.default, _OPTION_HELP.get(field.name, f"EvalOptions.{field.name}"),
+                         flag_values=flag_values)
 
 
-def _add_generate(sub) -> None:
-    gen = sub.add_parser("generate", help="generate the benchmark's videos with the streaming student",
-                         description=_GENERATE_HELP)
-    gen.add_argument("--bench", required=True, help="HGC-Bench folder (meta_data.csv + images)")
-    gen.add_argument("--checkpoint", default=None,
-                     help="folder with dit/, vae/ and text_cache.npz or umt5/ (written by fc_jax.convert)")
-    gen.add_argument("--random_weights", action="store_true",
-                     help="instead of --checkpoint: the config's model with RANDOM weights and random prompt "
-                          "embeddings (a smoke test; the videos are noise)")
-    gen.add_argument("--out", required=True, help="folder for the videos, <id>.mp4 (score's --videos)")
-    gen.add_argument("--config", default=os.path.join(CONFIG_DIR, "wan22_ti2v_5b.py"),
-                     help="model config file (or a name under configs/, e.g. tiny)")
-    gen.add_argument("--frames", type=int, default=0,
-                     help="frames per video, 12k-3 (9, 21, ..., 81); 0 = the config's video.num_frames")
-    gen.add_argument("--seed", type=int, default=0, help="noise seed (the same for every sample)")
-    gen.add_argument("--limit", type=int, default=0, help="generate only the first N samples (0 = all)")
-    gen.add_argument("--tokenizer", default=None, help="google/umt5-xxl tokenizer folder (with umt5/)")
-    gen.add_argument("--switch_frames", default="",
-                     help="multi-garment mode: comma list of increasing frames (e.g. 40,80) where the garment "
-                          "switches to that of the next samples in bench order, wrapping around")
+_define_options(SCORE)
+
+GENERATE = flags.FlagValues()
+flags.DEFINE_string("bench", None, "HGC-Bench folder (meta_data.csv + images)", flag_values=GENERATE)
+flags.DEFINE_string("checkpoint", None,
+                    "folder with dit/, vae/ and text_cache.npz or umt5/ (written by fc_jax.convert)",
+                    flag_values=GENERATE)
+flags.DEFINE_bool("random_weights", False,
+                  "instead of --checkpoint: the config's model with RANDOM weights and random prompt embeddings "
+                  "(a smoke test; the videos are noise)", flag_values=GENERATE)
+flags.DEFINE_string("out", None, "folder for the videos, <id>.mp4 (score's --videos)", flag_values=GENERATE)
+flags.mark_flags_as_required(["bench", "out"], flag_values=GENERATE)
+cli.DEFINE_config_file("config", os.path.join(CONFIG_DIR, "wan22_ti2v_5b.py"),
+                       "model config file (or a name under configs/, e.g. tiny)", GENERATE, resolve=config_file)
+flags.DEFINE_integer("frames", 0, "frames per video, 12k-3 (9, 21, ..., 81); 0 = the config's video.num_frames",
+                     flag_values=GENERATE)
+flags.DEFINE_integer("seed", 0, "noise seed (the same for every sample)", flag_values=GENERATE)
+flags.DEFINE_integer("limit", 0, "generate only the first N samples (0 = all)", flag_values=GENERATE)
+flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer folder (with umt5/)", flag_values=GENERATE)
+flags.DEFINE_string("switch_frames", "",
+                    "multi-garment mode: comma list of increasing frames (e.g. 40,80) where the garment switches "
+                    "to that of the next samples in bench order, wrapping around", flag_values=GENERATE)
 
 
 def _generate(args) -> None:
-    from fc_jax.config import load_config
     from fc_jax.eval.bench import load_bench
     from fc_jax.eval.generate import (build_session, check_switch_frames, generate_bench, load_model,
                                       parse_switch_frames)
     from fc_jax.sampling.streaming import chunk_frame_counts
 
-    config = load_config(args.config)
+    config = args.config
     samples = load_bench(args.bench)
     num_frames = args.frames or config.video.num_frames
     switch_frames = parse_switch_frames(args.switch_frames)
@@ -97,11 +134,14 @@ def _generate(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    if args.command == "generate":
-        _generate(args)
+    """`argv`: the arguments after the program name (default: sys.argv[1:]), the command first."""
+    command, rest = cli.subcommand(PROG, COMMANDS, argv, description=__doc__.splitlines()[0])
+    if command == "generate":
+        cli.parse(GENERATE, f"{PROG} generate", rest, description=_GENERATE_HELP)
+        _generate(GENERATE)
     else:
-        _score(args)
+        cli.parse(SCORE, f"{PROG} score", rest, description=_SCORE_HELP)
+        _score(SCORE)
 
 
 def _score(args) -> None:
@@ -116,7 +156,7 @@ def _score(args) -> None:
             print(f"warning: sample {sample.id}: missing {path} (metrics that need it will name it)", file=sys.stderr)
     options = EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)
                              if f.name != "metrics"},
-                          metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()))
+                          metrics=tuple(m.strip() for m in args.metrics if m.strip()))
     if options.vlm_cache is None:
         options.vlm_cache = os.path.join(args.out, "vlm_cache")
     metrics = build_metrics(options)
@@ -130,5 +170,10 @@ def _score(args) -> None:
                       "errors": {k: v["count"] for k, v in summary["errors"].items()}}))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (fc-jax-eval)."""
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -35,6 +35,7 @@ import numpy as np
 
 from fc_jax import images
 from fc_jax.eval.bench import Sample
+from fc_jax.inference import load_checkpoint
 from fc_jax.sampling.streaming import StreamingSession, chunk_frame_counts, switch_chunks
 from fc_jax.text import EmbeddingCache
 from fc_jax.video import Mp4Writer
@@ -125,7 +126,7 @@ def random_text_encoder(text_len: int, dim: int, seed: int = 0):
 
 def load_model(config, checkpoint: str | None, tokenizer: str | None = None, random_weights: bool = False,
                seed: int = 0):
-    """(dit params, vae params, texts: EmbeddingCache) from `checkpoint` (see `fc_jax.generate.load_checkpoint`),
+    """(dit params, vae params, texts: EmbeddingCache) from `checkpoint` (see `fc_jax.inference.load_checkpoint`),
     or with `random_weights` the config's model randomly initialised and `random_text_encoder` prompts."""
     if checkpoint is not None and random_weights:
         raise ValueError("give either --checkpoint or --random_weights, not both")
@@ -133,9 +134,6 @@ def load_model(config, checkpoint: str | None, tokenizer: str | None = None, ran
         raise ValueError("--checkpoint is required (a folder with dit/, vae/ and text_cache.npz or umt5/); "
                          "there is no random-weight default here (--random_weights runs one, as a smoke test)")
     if checkpoint is not None:
-        # imported here: fc_jax.generate defines absl flags when imported, which only its own CLI needs
-        from fc_jax.generate import load_checkpoint
-
         return load_checkpoint(config, checkpoint, tokenizer)
     from fc_jax.models import dit, vae
 

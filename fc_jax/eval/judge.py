@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from fc_jax.eval.vlm import image_part
+from fc_jax.vlm import image_part
 
 KEYS = ("HGC", "LGC", "NTP")
 

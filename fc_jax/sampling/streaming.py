@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax import images, kv_cache
+from fc_jax import flow, images, kv_cache
 from fc_jax.models import dit, vae
-from fc_jax import flow
+from fc_jax.sampling.student import denoise_chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,21 +75,14 @@ def switch_chunks(switch_frames: Mapping[int, object], num_frames: int, chunk_fr
 
 
 def student_chunk(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas):
-    """One chunk of the few-step student, fused: start from noise, for each step predict x0 from the cache and
-    re-noise it with fresh noise to the next step's level; then the t = 0 commit pass.
+    """One chunk of the few-step student, fused: every step of the schedule (`student.denoise_chunk`: start from
+    noise, predict x0 from the cache, re-noise it with fresh noise to the next step's level), then the t = 0 commit
+    pass.
 
     timesteps, sigmas: [S] model timesteps and noise levels (`flow.student_schedule`). Returns (clean latents
     [B, chunk_frames, h, w, C], the cache with the chunk committed).
     """
-    b = cache.reference.shape[0]
-    shape = (b, cache.spec.chunk_frames) + cache.reference.shape[2:]
-    x = jax.random.normal(jax.random.fold_in(key, 0), shape)
-    steps = timesteps.shape[0]
-    for i in range(steps):
-        x0 = kv_cache.denoise(model, params, cache, x, timesteps[i], sigmas[i])
-        if i + 1 < steps:
-            noise = jax.random.normal(jax.random.fold_in(key, i + 1), shape)
-            x = flow.add_noise(x0, noise, jnp.full((b,), timesteps[i + 1]), jnp.full((b,), sigmas[i + 1]))
+    _, x0 = denoise_chunk(model, params, cache, key, timesteps, sigmas, timesteps.shape[0])
     return x0, kv_cache.commit(model, params, cache, x0)
 
 

@@ -6,7 +6,8 @@ its gradient. Steps before it run without gradient (their x0 is re-noised with f
 and the t = 0 commit pass runs without gradient, so the cache K/V carry none: no gradient crosses chunks.
 
 It runs in two passes to keep one cache, not one per chunk, alive for the backward pass:
-1. without gradient: the whole rollout as the streaming student runs it, keeping each chunk's exit-step input;
+1. without gradient: the whole rollout as the streaming student runs it (the same denoise loop,
+   `fc_jax.sampling.student.denoise_chunk`), keeping each chunk's exit-step input;
 2. with gradient: each chunk's exit-step forward again, on the cache holding every chunk but the last, viewed as
    it was when that chunk was made (`num_chunks`, `next_frame` set back). Up to then the cache only grows (the
    rollout must fit the window: no eviction), and a chunk's attention is length-masked to the tokens before it
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from fc_jax import kv_cache
-from fc_jax import flow
+from fc_jax.sampling.student import denoise_chunk
 
 
 def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas, *, num_chunks: int,
@@ -43,20 +44,12 @@ def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps,
         raise ValueError(f"a rollout of {num_chunks} chunks would evict history from a cache holding "
                          f"{spec.history_chunks} history chunks and the current one; widen student.window_frames "
                          f"to at least {spec.cond_frames + num_chunks * spec.chunk_frames}")
-    b = cache.reference.shape[0]
-    shape = (b, spec.chunk_frames) + cache.reference.shape[2:]
     frozen = jax.lax.stop_gradient(params)
     start = cache = jax.lax.stop_gradient(cache)
 
     def make_chunk(cache, c):
-        """(the exit step's input, its x0) of chunk c, without gradient."""
-        chunk_key = jax.random.fold_in(key, c)
-        x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape)
-        for i in range(exit_step):
-            x0 = kv_cache.denoise(model, frozen, cache, x, timesteps[i], sigmas[i])
-            noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape)
-            x = flow.add_noise(x0, noise, jnp.full((b,), timesteps[i + 1]), jnp.full((b,), sigmas[i + 1]))
-        return x, kv_cache.denoise(model, frozen, cache, x, timesteps[exit_step], sigmas[exit_step])
+        """(the exit step's input, its x0) of chunk c, without gradient: steps [0, exit_step] of the schedule."""
+        return denoise_chunk(model, frozen, cache, jax.random.fold_in(key, c), timesteps, sigmas, exit_step + 1)
 
     def make_and_commit(cache, c):
         x, x0 = make_chunk(cache, c)

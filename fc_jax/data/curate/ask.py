@@ -1,5 +1,5 @@
 """One VLM question with images whose answer must be a JSON object of given fields (through
-`fc_jax.eval.vlm.VLMClient`). An answer that is not such an object raises `AnswerError` naming what is wrong."""
+`fc_jax.vlm.VLMClient`). An answer that is not such an object raises `AnswerError` naming what is wrong."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from fc_jax.eval.vlm import VLMClient, image_part
+from fc_jax.vlm import VLMClient, image_part
 
 
 class AnswerError(ValueError):

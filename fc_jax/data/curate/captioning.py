@@ -5,7 +5,7 @@ short (one sentence) and long (a paragraph)."""
 from __future__ import annotations
 
 from fc_jax.data.curate.ask import AnswerError, ask_json
-from fc_jax.eval.video import evenly_spaced
+from fc_jax.video import evenly_spaced
 
 PROMPT = (
     "These are frames of one video clip, in order. Describe it as a JSON object with exactly these fields: "

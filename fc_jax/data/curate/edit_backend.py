@@ -6,7 +6,7 @@
 - `json`: a self-hosted editing model (e.g. Qwen-Image-Edit behind a small server): `POST {base_url}` with JSON
   `{"model", "prompt", "images": [PNG data URLs]}`; the answer is `{"image": base64 or data URL}`.
 
-Requests go through `fc_jax.eval.vlm.post_with_retries`: HTTP 429/5xx, timeouts and refused connections are
+Requests go through `fc_jax.vlm.post_with_retries`: HTTP 429/5xx, timeouts and refused connections are
 retried with exponential backoff (a numeric `Retry-After` honoured, capped at `max_backoff`); after `max_retries`
 an `EditError` with `transient=True` says so (the manifest records an error, tried again next run). Other HTTP
 errors (a refused prompt, a bad image) and answers that are not JSON or hold no image raise `EditError` with
@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from fc_jax.eval.vlm import RequestFailed, post_with_retries
+from fc_jax.vlm import RequestFailed, post_with_retries
 
 KINDS = ("openai", "json")
 

@@ -4,15 +4,16 @@
 2. scene cuts (PySceneDetect, `scenes.py`); shots shorter than `min_seconds` or than the training clip
    (`dataset.num_frames`) are dropped; a window of `num_frames` frames is taken from the middle of each survivor
    and cover-cropped to the training geometry;
-3. motion: mean Farnebäck flow length (`fc_jax.eval.metrics.motion.flow_maps`) over evenly spread consecutive
+3. motion: mean Farnebäck flow length (`fc_jax.optical_flow.flow_maps`) over evenly spread consecutive
    pairs, as a fraction of the frame width, in [`min_motion`, `max_motion`];
 4. exactly one person: dlib's HOG frontal face detector finds exactly one face (score >= `face_min_score`) in
    every one of `person_frames` evenly spread frames (no person detector with offline weights ships in a wheel
    usable here; for the frontal-facing fashion footage this is trained on, one face = one person);
-5. aesthetics (CLIP ViT-L/14 + LAION head) >= `min_aesthetic` and quality (MUSIQ) >= `min_musiq`, each only when
-   its weights are configured; otherwise the clip's outputs say "not configured". The MUSIQ architecture is the
-   official multi-scale one, with the `MusiqConfig` fields of the JSON object `musiq_model` changed (e.g.
-   `{"num_classes": 10}` for the AVA checkpoint).
+5. aesthetics (CLIP ViT-L/14 + LAION head) >= `min_aesthetic` and quality (MUSIQ) >= `min_musiq`, scored per frame
+   as the evaluation does (`fc_jax.frame_scores`), each only when its weights are configured; otherwise the
+   clip's outputs say "not configured". The MUSIQ architecture is the official multi-scale one, with the
+   `MusiqConfig` fields of the JSON object `musiq_model` changed (e.g. `{"num_classes": 10}` for the AVA
+   checkpoint).
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from PIL import Image
 
 from fc_jax.data.curate.scenes import detect_scenes, probe, read_ranges
 from fc_jax.data.triplets import cover_crop
-from fc_jax.eval.metrics.motion import flow_maps
-from fc_jax.eval.video import evenly_spaced
-from fc_jax.video import Video, write_video
+from fc_jax.optical_flow import flow_maps
+from fc_jax.video import Video, evenly_spaced, write_video
 
 NOT_CONFIGURED = "not configured"
 
@@ -95,23 +95,22 @@ class Scorers:
         self.aesthetic = self.quality = None
         if cfg.aesthetic_clip and cfg.aesthetic_head:
             from fc_jax.convert.reward import load_reward_params
-            from fc_jax.eval.metrics.aesthetic import Aesthetic
+            from fc_jax.frame_scores import AestheticFrames
 
             params, clip_config = load_reward_params(cfg.aesthetic_clip, cfg.aesthetic_head)
-            self.aesthetic = _score(Aesthetic(params, clip_config, os.path.basename(cfg.aesthetic_clip),
-                                              frames=cfg.aesthetic_frames), "aesthetic")
+            self.aesthetic = _mean(AestheticFrames(params, clip_config, frames=cfg.aesthetic_frames))
         if cfg.musiq_checkpoint:
             from fc_jax.convert.musiq import convert_checkpoint
-            from fc_jax.eval.metrics.quality import VideoQuality
+            from fc_jax.frame_scores import MusiqFrames
 
             config = musiq_config(cfg.musiq_model)
-            self.quality = _score(VideoQuality(convert_checkpoint(cfg.musiq_checkpoint, config), cfg.musiq_checkpoint,
-                                               config, frames=cfg.musiq_frames), "vq", 100.0)
+            self.quality = _mean(MusiqFrames(convert_checkpoint(cfg.musiq_checkpoint, config), config,
+                                             frames=cfg.musiq_frames))
 
 
-def _score(metric, column: str, scale: float = 1.0):
-    """video -> `scale` x the evaluation metric's `column` value."""
-    return lambda video: scale * metric(None, video).values[column]
+def _mean(scores):
+    """video -> the mean over its scored frames of `scores` (the per-frame scorer the evaluation metric uses)."""
+    return lambda video: float(np.mean(scores(video.frames)))
 
 
 def check_clip(frames: np.ndarray, fps: float, cfg, faces: FaceCounter, scorers: Scorers) -> tuple[dict, str]:

@@ -19,8 +19,8 @@ from fc_jax.data.curate.edit_backend import EditError, HTTPEditBackend
 from fc_jax.data.curate.manifest import Manifest
 from fc_jax.data.curate.summary import summarize
 from fc_jax.data.curate.write import write_new_part
-from fc_jax.eval.vlm import VLMClient, VLMConfig, VLMError
 from fc_jax.video import VideoError, read_video
+from fc_jax.vlm import VLMClient, VLMConfig, VLMError
 
 STAGES = ("filter", "caption", "tryoff", "tryon", "write")
 

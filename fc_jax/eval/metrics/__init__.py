@@ -116,7 +116,7 @@ def _vlm_metric(name, model_field, env, cls_name):
 
 
 def _vlm_client(opts):
-    from fc_jax.eval.vlm import VLMClient, VLMConfig
+    from fc_jax.vlm import VLMClient, VLMConfig
 
     config = VLMConfig.from_env(base_url=opts.vlm_url, api_key=opts.vlm_key, timeout=opts.vlm_timeout,
                                 concurrency=opts.vlm_concurrency, cache_dir=opts.vlm_cache)

@@ -12,8 +12,8 @@ import numpy as np
 from fc_jax.eval.bench import load_image
 from fc_jax.eval.faces import FaceAligner
 from fc_jax.eval.metrics.base import MetricResult
-from fc_jax.eval.video import evenly_spaced
 from fc_jax.models.iresnet import IResNet, IResNetConfig
+from fc_jax.video import evenly_spaced
 
 
 class FaceEmbedder:

@@ -1,9 +1,8 @@
 """Amp. (motion amplitude): OpenCV Farnebäck flow between consecutive frames (REFERENCE §7).
 
-Reference procedure (OpenS2V-Eval `get_motionscore.py`), reproduced exactly: every frame is turned to gray with
-`cv2.COLOR_BGR2GRAY` although the frames are RGB (the reference does this; it swaps the R and B weights), flow by
-`calcOpticalFlowFarneback(prev, next, None, 0.5, 3, 15, 3, 5, 1.2, 0)`, each flow map resized to width 16
-(height `int(h * 16 / w)`, INTER_AREA), the maps averaged over time, and the score is `|mean|` of that average over
+Reference procedure (OpenS2V-Eval `get_motionscore.py`), reproduced exactly: the flow maps of consecutive frames
+(`fc_jax.optical_flow.flow_maps`: gray by `cv2.COLOR_BGR2GRAY` of the RGB frames, as the reference does, Farnebäck
+flow, each map resized to width 16), the maps averaged over time, and the score is `|mean|` of that average over
 both flow components: the **signed-mean** form (`amp`, the headline, as the paper's numbers come from it). Uniform
 motion in opposite directions cancels in it, so the **magnitude** form the paper's prose describes is reported
 beside it (`amp_magnitude`: mean over time and pixels of the length of the resized flow vectors).
@@ -14,28 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from fc_jax.eval.metrics.base import MetricResult
-from fc_jax.video import VideoError
-
-FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-DOWNSCALE_WIDTH = 16
-
-
-def flow_maps(frames: np.ndarray) -> np.ndarray:
-    """Farnebäck flow of consecutive frames, resized to width 16: uint8 [F, H, W, 3] -> float32 [F-1, h, 16, 2]."""
-    import cv2
-
-    if frames.shape[0] < 2:
-        raise VideoError(f"motion amplitude needs at least 2 frames, the video has {frames.shape[0]}")
-    h, w = frames.shape[1:3]
-    size = (DOWNSCALE_WIDTH, int(h * (DOWNSCALE_WIDTH / w)))
-    prev = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
-    maps = []
-    for frame in frames[1:]:
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        flow = cv2.calcOpticalFlowFarneback(prev, gray, None, **FARNEBACK)
-        maps.append(cv2.resize(flow, size, interpolation=cv2.INTER_AREA))
-        prev = gray
-    return np.stack(maps)
+from fc_jax.optical_flow import flow_maps
 
 
 class MotionAmplitude:

@@ -1,4 +1,4 @@
-"""The metrics served by vision-language models through `fc_jax.eval.vlm.VLMClient` (REFERENCE §7):
+"""The metrics served by vision-language models through `fc_jax.vlm.VLMClient` (REFERENCE §7):
 
 - **HGC / LGC / NTP**: the judge (`fc_jax.eval.judge`), one chat completion per sample, JSON output enforced.
 - **GME**: `gme-Qwen2-VL-7B-Instruct` embeddings; the mean over 32 frames of the dot product of the normalised
@@ -19,9 +19,8 @@ import numpy as np
 from fc_jax.eval.bench import load_image
 from fc_jax.eval.judge import judge_messages, parse_judgement
 from fc_jax.eval.metrics.base import MetricResult
-from fc_jax.eval.video import evenly_spaced
-from fc_jax.video import VideoError
-from fc_jax.eval.vlm import VLMClient, VLMError, image_part
+from fc_jax.video import VideoError, evenly_spaced
+from fc_jax.vlm import VLMClient, VLMError, image_part
 
 GME_INSTRUCTION = "Find an image that matches the given text."
 QALIGN_LEVELS = {"excellent": 1.0, "good": 0.75, "fair": 0.5, "poor": 0.25, "bad": 0.0}

@@ -1,6 +1,7 @@
 """One client for any OpenAI-compatible server (vLLM, SGLang, Ollama, a hosted API): chat completions (images as
 base64 data URLs, token log-probabilities on request, JSON output enforced where the server supports it) and
-embeddings.
+embeddings. Shared by the evaluation (the judge and the VLM-served metrics, `fc_jax.eval`) and the curation
+(`fc_jax.data.curate`), so it lives below both.
 
 - Retries (`post_with_retries`, shared with the curation's image-edit backend): HTTP 429 and 5xx, timeouts and
   refused connections are retried with exponential backoff (a numeric `Retry-After` is honoured, capped at
