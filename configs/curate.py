@@ -1,6 +1,6 @@
 """Data curation (REFERENCE §8): raw videos -> FashionTriplets, in four resumable stages.
 
-    python -m fc_jax.data.curate --config=configs/curate.py \
+    python -m fc_jax.data.curate --config=curate \
         --config.input_glob='/data/raw/**/*.mp4' --config.work_dir=/data/curate \
         --config.vlm.base_url=http://127.0.0.1:8000/v1 --config.vlm.model=Qwen/Qwen2.5-VL-72B-Instruct \
         --config.edit.kind=openai --config.edit.base_url=http://127.0.0.1:8001/v1 --config.edit.model=qwen-image-edit

@@ -2,7 +2,7 @@
 authors' hyper-parameters (configs/gr_dmd_wan22_ic.yaml upstream).
 
 5B run (generator from stage 2, critic and frozen real score from the stage-1 teacher, aesthetic reward):
-    python -m fc_jax.train --config=configs/gr_dmd.py --workdir=gs://bucket/gr_dmd \
+    python -m fc_jax.train --config=gr_dmd --workdir=gs://bucket/gr_dmd \
         --config.data.data_dir=gs://bucket/latents --config.distill.generator_from=gs://bucket/tf/params \
         --config.distill.teacher_from=gs://bucket/sft_teacher/params --config.distill.vae_from=ckpt/vae \
         --config.distill.reward_from=ckpt/aesthetic
@@ -14,18 +14,15 @@ per-device peak (`python -m fc_jax.bench distill --memory`, fake CPU devices, 12
 loop): generator step 29.8 GiB, critic step 21.4 GiB on fsdp 64; 49.6 / 38.1 GiB on fsdp 8 (global batch 8).
 """
 
-import os
-import runpy
-
 import ml_collections
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from fc_jax.configs import sft_teacher
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant not in ("", "5b", "tiny"):
         raise ValueError(f"unknown variant {variant!r} of configs/gr_dmd.py; expected '' (5B) or 'tiny'")
-    c = runpy.run_path(os.path.join(_HERE, "sft_teacher.py"))["get_config"](variant)
+    c = sft_teacher.get_config(variant)
     c.name = "gr_dmd" + ("_tiny" if variant == "tiny" else "")
     c.stage = "gr_dmd"
     # Generator (AdamW, betas (0, 0.999), clip 10) in `optim`; the critic's own settings in `critic_optim`.

@@ -1,21 +1,18 @@
 """Stage 1: the in-context SFT teacher (REFERENCE §5) on Wan2.2-TI2V-5B, with the authors' hyper-parameters.
 
 5B run (pre-encoded latents, converted Wan2.2 weights; see README "Training"):
-    python -m fc_jax.train --config=configs/sft_teacher.py --workdir=gs://bucket/sft_teacher \
+    python -m fc_jax.train --config=sft_teacher --workdir=gs://bucket/sft_teacher \
         --config.data.data_dir=gs://bucket/latents --config.train.init_from=ckpt/wan22_ti2v_5b
 Smoke run on CPU (tiny model, synthetic triplets written under the workdir):
-    python -m fc_jax.train --config=configs/sft_teacher.py:tiny --workdir=/tmp/sft_tiny
+    python -m fc_jax.train --config=sft_teacher:tiny --workdir=/tmp/sft_tiny
 
 `get_config("tiny")` is the test-sized variant: same code paths, the tiny model of configs/tiny.py, a small
 latent grid, and a synthetic data set.
 """
 
-import os
-import runpy
-
 import ml_collections
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from fc_jax.configs import tiny, wan22_ti2v_5b
 
 # Logical axis -> mesh axes (a rule applies only where its mesh axes are still free in that array).
 # Parameters (and the optimizer state): FSDP, the `embed` dimension of every matrix split over `fsdp` x `sequence`
@@ -39,8 +36,7 @@ LOGICAL_AXIS_RULES = (
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant not in ("", "5b", "tiny"):
         raise ValueError(f"unknown variant {variant!r} of configs/sft_teacher.py; expected '' (5B) or 'tiny'")
-    base = "tiny.py" if variant == "tiny" else "wan22_ti2v_5b.py"
-    c = runpy.run_path(os.path.join(_HERE, base))["get_config"]()
+    c = (tiny if variant == "tiny" else wan22_ti2v_5b).get_config()
     c.name = "sft_teacher" + ("_tiny" if variant == "tiny" else "")
     c.stage = "sft"
 

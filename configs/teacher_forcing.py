@@ -1,26 +1,23 @@
 """Stage 2: in-context teacher forcing (REFERENCE §5) on Wan2.2-TI2V-5B, with the authors' hyper-parameters.
 
 5B run (student initialised from the stage-1 teacher's parameters):
-    python -m fc_jax.train --config=configs/teacher_forcing.py --workdir=gs://bucket/teacher_forcing \
+    python -m fc_jax.train --config=teacher_forcing --workdir=gs://bucket/teacher_forcing \
         --config.data.data_dir=gs://bucket/latents --config.train.init_from=gs://bucket/sft_teacher/params
 Smoke run on CPU (tiny model, synthetic triplets):
-    python -m fc_jax.train --config=configs/teacher_forcing.py:tiny --workdir=/tmp/tf_tiny
+    python -m fc_jax.train --config=teacher_forcing:tiny --workdir=/tmp/tf_tiny
 
 Everything not set here (mesh, sharding rules, checkpoints, data) is stage 1's (configs/sft_teacher.py).
 """
 
-import os
-import runpy
-
 import ml_collections
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from fc_jax.configs import sft_teacher
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant not in ("", "5b", "tiny"):
         raise ValueError(f"unknown variant {variant!r} of configs/teacher_forcing.py; expected '' (5B) or 'tiny'")
-    c = runpy.run_path(os.path.join(_HERE, "sft_teacher.py"))["get_config"](variant)
+    c = sft_teacher.get_config(variant)
     c.name = "teacher_forcing" + ("_tiny" if variant == "tiny" else "")
     c.stage = "teacher_forcing"
     # The doubled sequence (2 x 20,240 tokens at 720p) needs the tile-skipping attention: never a dense mask.

@@ -1,18 +1,15 @@
 """A test-sized model with the same code paths as the 5B config (random weights; CPU friendly).
 
-Teacher sample: python -m fc_jax.sample --config=configs/tiny.py --output=out/tiny_sample.npz
+Teacher sample: python -m fc_jax.sample --config=tiny --output=out/tiny_sample.npz
 """
-
-import os
-import runpy
 
 import ml_collections
 
-_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wan22_ti2v_5b.py")
+from fc_jax.configs import wan22_ti2v_5b
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = runpy.run_path(_BASE)["get_config"]()
+    c = wan22_ti2v_5b.get_config()
     c.name = "tiny"
     c.model.update(
         dict(

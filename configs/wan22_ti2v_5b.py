@@ -1,7 +1,7 @@
 """The real Wan2.2-TI2V-5B backbone, VAE and umT5-XXL text encoder at FashionChameleon's 1280x704 resolution.
 
-Teacher sample: python -m fc_jax.sample --config=configs/wan22_ti2v_5b.py --checkpoint=DIR ...
-Memory:         python -m fc_jax.bench memory --config=configs/wan22_ti2v_5b.py
+Teacher sample: python -m fc_jax.sample --config=wan22_ti2v_5b --checkpoint=DIR ...
+Memory:         python -m fc_jax.bench memory --config=wan22_ti2v_5b
 """
 
 import ml_collections
@@ -74,7 +74,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Flow matching and sampling (REFERENCE §4-5).
     c.sampling = ml_collections.ConfigDict(
         dict(
-            num_train_timesteps=1000,
             shift=5.0,
             teacher_steps=50,
             guidance_scale=3.0,

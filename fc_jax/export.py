@@ -8,23 +8,31 @@ the chosen parameter tree of the chosen step (no optimizer state is loaded: a 5B
 model-sized trees) and writes it with `fc_jax.convert.common.save_params`.
 
 `--which` names a field of the saved state: `params` or `ema_params` (stages 1 and 2), `generator`, `ema` or
-`critic` (stage 3). The default is the EMA where the state has one (`ema_params`, `ema`), else `params`.
+`critic` (stage 3). The default is the first of the run's stage's `exports` (`fc_jax.training.stages`; the stage is
+read from the config saved with the checkpoint) that the state holds: the EMA where there is one.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import jax
 import orbax.checkpoint as ocp
+from absl import flags
 from etils import epath
 
+from fc_jax import cli
 from fc_jax.convert.common import save_params
 
-DEFAULT_ORDER = ("ema", "ema_params", "params")
-
+FLAGS = flags.FlagValues()  # private: importing export_parameters defines no global flags
+flags.DEFINE_string("workdir", None, "the training run's folder (holds checkpoints/)", flag_values=FLAGS)
+flags.DEFINE_string("dst", None, "new folder for the parameters", flag_values=FLAGS)
+flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag_values=FLAGS)
+flags.DEFINE_string("which", None,
+                    "state field: params | ema_params | generator | ema | critic (default: the EMA if any)",
+                    flag_values=FLAGS)
+flags.mark_flags_as_required(["workdir", "dst"], flag_values=FLAGS)
 
 def _state_tree(checkpoints: str, step: int) -> dict:
     """The saved state's metadata tree {field: ArrayMetadata tree | None} of `step`."""
@@ -34,6 +42,14 @@ def _state_tree(checkpoints: str, step: int) -> dict:
 
 def _state_dir(checkpoints: str, step: int):
     return epath.Path(checkpoints) / str(step) / "state"
+
+
+def _stage_exports(checkpoints: str, step: int) -> tuple[str, ...]:
+    """The parameter trees the run's stage exports, its default first (from the config saved with `step`)."""
+    from fc_jax.training.stages import get_stage
+
+    config = json.loads((epath.Path(checkpoints) / str(step) / "config" / "metadata").read_text())
+    return get_stage(config.get("stage", "sft")).exports
 
 
 def _parameter_fields(tree: dict) -> list[str]:
@@ -61,7 +77,7 @@ def read_parameters(checkpoints: str, step: int, which: str | None = None) -> tu
     tree = _state_tree(checkpoints, step)
     fields = _parameter_fields(tree)
     if which is None:
-        which = next((f for f in DEFAULT_ORDER if f in fields), None)
+        which = next((f for f in _stage_exports(checkpoints, step) if f in fields), None)
         if which is None:
             raise ValueError(f"{checkpoints}/{step}: no parameter tree among the state's fields {list(tree)}")
     elif which not in fields:
@@ -92,15 +108,15 @@ def export_parameters(workdir: str, dst: str, step: int | None = None, which: st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="the training run's folder (holds checkpoints/)")
-    parser.add_argument("--dst", required=True, help="new folder for the parameters")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--which", default=None,
-                        help="state field: params | ema_params | generator | ema | critic (default: the EMA if any)")
-    args = parser.parse_args(argv)
-    print(json.dumps(export_parameters(args.workdir, args.dst, args.step, args.which)))
+    """`argv`: the arguments after the program name (default: sys.argv[1:])."""
+    cli.parse(FLAGS, "python -m fc_jax.export", argv, description=__doc__.split("\n\n")[0])
+    print(json.dumps(export_parameters(FLAGS.workdir, FLAGS.dst, FLAGS.step, FLAGS.which)))
+
+
+def run() -> None:
+    """Console-script entry point (fc-jax-export)."""
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    run()

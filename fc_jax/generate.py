@@ -1,5 +1,8 @@
-"""Stream a garment video: `python -m fc_jax.generate --config=configs/x.py [--checkpoint=DIR] --reference=IMG
+"""Stream a garment video: `python -m fc_jax.generate [--config=NAME[:VARIANT]] [--checkpoint=DIR] --reference=IMG
 --garment=IMG [--switch=FRAME:IMG ...] --frames=N --output=video.mp4`.
+
+`--config` is a packaged config (`tiny`, the default, or `wan22_ti2v_5b`) or a config file, with
+`--config.a.b=value` overrides.
 
 `--checkpoint=DIR` holds `dit/` and `vae/` (orbax folders written by `python -m fc_jax.convert`), and for the
 prompt either `text_cache.npz` (an `fc_jax.text.EmbeddingCache` file holding the prompt) or `umt5/` plus
@@ -16,30 +19,40 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 from PIL import Image, ImageDraw
 
+import fc_jax.config
+from fc_jax import cli
+from fc_jax.inference import load_checkpoint
 from fc_jax.sampling.streaming import StreamingSession, SwitchOptions, chunk_frame_counts
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "model config file")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "folder with dit/, vae/ and text_cache.npz or umt5/")
-_REFERENCE = flags.DEFINE_string("reference", None, "image of the person")
-_GARMENT = flags.DEFINE_string("garment", None, "image of the garment")
-_SWITCH = flags.DEFINE_multi_string("switch", [], "FRAME:IMAGE — switch to this garment at this frame")
-_PROMPT = flags.DEFINE_string("prompt", "", "text prompt (with a checkpoint)")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer folder (with umt5/)")
-_FRAMES = flags.DEFINE_integer("frames", 21, "video frames, 12k-3 (9, 21, 33, ..., 81, ...)")
-_OUTPUT = flags.DEFINE_string("output", "out/video.mp4", "mp4 to write (24 fps)")
-_SEED = flags.DEFINE_integer("seed", 0, "noise seed")
-_NO_REFRESH = flags.DEFINE_bool("no_refresh", False, "ablation: keep the old garment's K/V at a switch")
-_NO_WITHDRAW = flags.DEFINE_bool("no_withdraw", False, "ablation: keep the history K/V at a switch")
-_NO_DISENTANGLE = flags.DEFINE_bool("no_disentangle", False, "ablation: keep the original reference at a switch")
-_KEEP = flags.DEFINE_integer("keep_frames", 0, "history latent frames kept at a switch (multiple of 3)")
-_REBASE = flags.DEFINE_bool("rebase", False, "restart RoPE positions after a full withdraw")
+PROG = "python -m fc_jax.generate"
 
+FLAGS = flags.FlagValues()  # private: importing fc_jax.generate defines no global flags
+cli.DEFINE_config_file("config", "tiny", "model config: a packaged name (tiny, wan22_ti2v_5b) or a file", FLAGS,
+                       resolve=fc_jax.config.config_file)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "folder with dit/, vae/ and text_cache.npz or umt5/",
+                                  flag_values=FLAGS)
+_REFERENCE = flags.DEFINE_string("reference", None, "image of the person", flag_values=FLAGS)
+_GARMENT = flags.DEFINE_string("garment", None, "image of the garment", flag_values=FLAGS)
+_SWITCH = flags.DEFINE_multi_string("switch", [], "FRAME:IMAGE — switch to this garment at this frame",
+                                    flag_values=FLAGS)
+_PROMPT = flags.DEFINE_string("prompt", "", "text prompt (with a checkpoint)", flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer folder (with umt5/)",
+                                 flag_values=FLAGS)
+_FRAMES = flags.DEFINE_integer("frames", 21, "video frames, 12k-3 (9, 21, 33, ..., 81, ...)", flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string("output", "out/video.mp4", "mp4 to write (24 fps)", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "noise seed", flag_values=FLAGS)
+_NO_REFRESH = flags.DEFINE_bool("no_refresh", False, "ablation: keep the old garment's K/V at a switch",
+                                flag_values=FLAGS)
+_NO_WITHDRAW = flags.DEFINE_bool("no_withdraw", False, "ablation: keep the history K/V at a switch",
+                                 flag_values=FLAGS)
+_NO_DISENTANGLE = flags.DEFINE_bool("no_disentangle", False, "ablation: keep the original reference at a switch",
+                                    flag_values=FLAGS)
+_KEEP = flags.DEFINE_integer("keep_frames", 0, "history latent frames kept at a switch (multiple of 3)",
+                             flag_values=FLAGS)
+_REBASE = flags.DEFINE_bool("rebase", False, "restart RoPE positions after a full withdraw", flag_values=FLAGS)
 
 def parse_switches(specs: list[str]) -> dict[int, str]:
     """["40:shirt.png", ...] -> {40: "shirt.png"} with errors naming the bad item."""
@@ -66,35 +79,6 @@ def demo_images(height: int, width: int) -> tuple[Image.Image, Image.Image]:
     return person, shirt
 
 
-def load_checkpoint(config, checkpoint: str, tokenizer: str | None = None):
-    """(dit params, vae params, texts) from a checkpoint folder: `dit/` and `vae/` (orbax, `fc_jax.convert`) and
-    for prompts `text_cache.npz` and/or `umt5/` (then `tokenizer`, the google/umt5-xxl folder, is required).
-    `texts` is an `fc_jax.text.EmbeddingCache`: prompts -> (embeddings [B, text_len, text_dim], lengths [B]),
-    encoding with umT5 the prompts the cache file lacks when `umt5/` is there."""
-    from fc_jax.convert.common import load_params
-    from fc_jax.convert.dit import load_dit_params
-    from fc_jax.text import EmbeddingCache, TextEncoder
-
-    for part in ("dit", "vae"):
-        if not os.path.isdir(os.path.join(checkpoint, part)):
-            raise FileNotFoundError(f"--checkpoint {checkpoint} has no {part}/ folder (write it with fc_jax.convert)")
-    dit_params = load_dit_params(os.path.join(checkpoint, "dit"), config)
-    vae_params = load_params(os.path.join(checkpoint, "vae"))
-    cache_file = os.path.join(checkpoint, "text_cache.npz")
-    encoder = None
-    if os.path.isdir(os.path.join(checkpoint, "umt5")):
-        if not tokenizer:
-            raise ValueError("encoding a prompt with umt5/ needs --tokenizer (the google/umt5-xxl tokenizer folder)")
-        encoder = TextEncoder.load(config, os.path.join(checkpoint, "umt5"), tokenizer)
-    if os.path.isfile(cache_file):
-        texts = EmbeddingCache.load(cache_file, encoder)
-    elif encoder is not None:
-        texts = EmbeddingCache(config.umt5.text_len, encoder)
-    else:
-        raise FileNotFoundError(f"--checkpoint {checkpoint} has neither text_cache.npz nor umt5/ for the prompt")
-    return dit_params, vae_params, texts
-
-
 def _load_weights(config, checkpoint: str | None, key):
     """(dit params, vae params, context [1, Lt, text_dim], random?)."""
     from fc_jax.models import dit, vae
@@ -111,22 +95,26 @@ def _load_weights(config, checkpoint: str | None, key):
     return dit_params, vae_params, jnp.asarray(embeddings), False
 
 
-def main(argv) -> None:
-    del argv
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after the program name (default: sys.argv[1:])."""
+    cli.parse(FLAGS, PROG, argv, description=__doc__.split("\n\n", 1)[1])
     from fc_jax.video import Mp4Writer
 
-    config = _CONFIG.value
-    chunk_frame_counts(_FRAMES.value, config.student.chunk_frames)  # fail fast on an impossible length
-    switches = parse_switches(_SWITCH.value)
+    config = FLAGS.config
+    try:  # fail fast on an impossible length, a bad --switch or missing images
+        chunk_frame_counts(_FRAMES.value, config.student.chunk_frames)
+        switches = parse_switches(_SWITCH.value)
+    except (ValueError, FileNotFoundError) as e:
+        cli.fail(PROG, str(e))
+    if _CHECKPOINT.value and (_REFERENCE.value is None or _GARMENT.value is None):
+        cli.fail(PROG, "--reference and --garment are required with --checkpoint")
     key = jax.random.key(_SEED.value)
     dit_params, vae_params, context, random_weights = _load_weights(config, _CHECKPOINT.value, key)
     if random_weights:
         print(f"no --checkpoint: RANDOM weights of config '{config.name}' (a smoke test, not a real video)",
               file=sys.stderr)
     reference, garment = _REFERENCE.value, _GARMENT.value
-    if reference is None or garment is None:
-        if not random_weights:
-            raise ValueError("--reference and --garment are required with --checkpoint")
+    if reference is None or garment is None:  # (random weights: with --checkpoint both are required)
         person, shirt = demo_images(config.video.height, config.video.width)
         reference, garment = reference or person, garment or shirt
         print("no --reference/--garment: using built-in drawings", file=sys.stderr)
@@ -152,8 +140,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point (fc-jax-generate)."""
+    main()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Teacher sample: `python -m fc_jax.sample --config=configs/tiny.py [--checkpoint=DIR] --output=out/sample.npz`.
+"""Teacher sample: `python -m fc_jax.sample [--config=NAME[:VARIANT]] [--checkpoint=DIR] --output=out/sample.npz`.
 
 Runs the in-context teacher (UniPC, CFG dropping only the text) on reference / garment latents and writes the
-clean video latents. Without `--checkpoint` it uses random weights of the chosen config (the tiny one by
-default) and random condition latents, and says so: a smoke test of the whole path, not a meaningful video.
+clean video latents. `--config` is a packaged config (`tiny`, the default, or `wan22_ti2v_5b`) or a config file,
+with `--config.a.b=value` overrides. Without `--checkpoint` it uses random weights of the chosen config and
+random condition latents, and says so: a smoke test of the whole path, not a meaningful video.
 """
 
 from __future__ import annotations
@@ -15,22 +16,29 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
+import fc_jax.config
+from fc_jax import cli
 from fc_jax.models import dit
 from fc_jax.sampling.teacher import sample_teacher
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "model config file")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "DiT weights: fc_jax orbax folder, or official / diffusers")
-_CONDITIONS = flags.DEFINE_string(
-    "conditions", None, "npz with `reference`, `garment` latents [1,1,h,w,48] and `context`, `negative_context`"
-)
-_OUTPUT = flags.DEFINE_string("output", "out/teacher_sample.npz", "where to write the latents (npz)")
-_SEED = flags.DEFINE_integer("seed", 0, "noise seed")
-_STEPS = flags.DEFINE_integer("steps", None, "UniPC steps (default: config.sampling.teacher_steps)")
+PROG = "python -m fc_jax.sample"
 
+FLAGS = flags.FlagValues()  # private: importing fc_jax.sample defines no global flags
+cli.DEFINE_config_file("config", "tiny", "model config: a packaged name (tiny, wan22_ti2v_5b) or a file", FLAGS,
+                       resolve=fc_jax.config.config_file)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "DiT weights: fc_jax orbax folder, or official / diffusers",
+                                  flag_values=FLAGS)
+_CONDITIONS = flags.DEFINE_string(
+    "conditions", None, "npz with `reference`, `garment` latents [1,1,h,w,48] and `context`, `negative_context`",
+    flag_values=FLAGS,
+)
+_OUTPUT = flags.DEFINE_string("output", "out/teacher_sample.npz", "where to write the latents (npz)",
+                              flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "noise seed", flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", None, "UniPC steps (default: config.sampling.teacher_steps)",
+                              flag_values=FLAGS)
 
 def _random_conditions(config, key):
     """Random condition latents and text embeddings at the config's geometry (for the random-weight demo)."""
@@ -46,9 +54,10 @@ def _random_conditions(config, key):
     }
 
 
-def main(argv) -> None:
-    del argv
-    config = _CONFIG.value
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after the program name (default: sys.argv[1:])."""
+    cli.parse(FLAGS, PROG, argv, description=__doc__.split("\n\n", 1)[1])
+    config = FLAGS.config
     model = dit.build_model(config)
     key = jax.random.key(_SEED.value)
     if _CHECKPOINT.value:
@@ -88,8 +97,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point (fc-jax-sample)."""
+    main()
 
 
 if __name__ == "__main__":

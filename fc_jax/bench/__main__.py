@@ -1,9 +1,13 @@
-"""`python -m fc_jax.bench {distill,dit,memory,stream,train,vae} [options]` — prints one JSON object with the figures."""
+"""`python -m fc_jax.bench {distill,dit,memory,stream,train,vae} [flags]` — prints one JSON object with the figures.
+
+`python -m fc_jax.bench NAME --help` lists NAME's flags (absl style: `--name=value` or `--name value`, booleans
+`--name` / `--noname`)."""
 
 from __future__ import annotations
 
 import importlib
-import sys
+
+from fc_jax import cli
 
 BENCHMARKS = {
     "distill": "tiny stage-2 / stage-3 iteration times on CPU; --memory: 5B stage-3 per-device peaks (fake devices)",
@@ -16,12 +20,16 @@ BENCHMARKS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in BENCHMARKS:
-        lines = "\n".join(f"  {k:8s} {v}" for k, v in BENCHMARKS.items())
-        raise SystemExit(f"usage: python -m fc_jax.bench NAME [options]\n{lines}")
-    importlib.import_module(f"fc_jax.bench.{argv[0]}").main(argv[1:])
+    """`argv`: the arguments after the program name (default: sys.argv[1:]), the benchmark's NAME first; the rest
+    goes to `fc_jax.bench.NAME.main`."""
+    name, rest = cli.subcommand("python -m fc_jax.bench", BENCHMARKS, argv, description=__doc__.splitlines()[0])
+    importlib.import_module(f"fc_jax.bench.{name}").main(rest)
+
+
+def run() -> None:
+    """Console-script entry point (fc-jax-bench)."""
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -1,9 +1,9 @@
-"""`python -m fc_jax.bench dit`: our WanDiT forward vs diffusers' WanTransformer3DModel, same weights and inputs,
-fp32, CPU, one process, alternating runs. Mid-sized config so matmuls dominate (not dispatch overhead)."""
+"""`python -m fc_jax.bench dit [--dim=1024 --layers=2 --frames=4 --size=H,W --backend=xla --repeats=5]`: our WanDiT
+forward vs diffusers' WanTransformer3DModel, same weights and inputs, fp32, CPU, one process, alternating runs.
+Mid-sized config so matmuls dominate (not dispatch overhead). `--size` is a comma list: `--size=32,32`."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 
@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 
+from fc_jax import cli
 from fc_jax.bench.common import emit, median_ms
 from fc_jax.config import load_config
 from fc_jax.convert.dit import convert_checkpoint
@@ -28,15 +30,19 @@ def _config(args) -> ml_collections.ConfigDict:
     return config
 
 
-def main(argv) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench dit")
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=4, help="latent frames")
-    parser.add_argument("--size", type=int, nargs=2, default=(32, 32), help="latent H W")
-    parser.add_argument("--backend", default="xla", help="our attention backend")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer("dim", 1024, "model width (heads = dim / 128, ffn = 4 dim)", flag_values=FLAGS)
+flags.DEFINE_integer("layers", 2, "transformer blocks", flag_values=FLAGS)
+flags.DEFINE_integer("frames", 4, "latent frames", flag_values=FLAGS)
+cli.DEFINE_integers("size", (32, 32), "latent H,W", FLAGS, count=2)
+flags.DEFINE_string("backend", "xla", "our attention backend", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 5, "timed calls per side and round (median)", flag_values=FLAGS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after `python -m fc_jax.bench dit`."""
+    cli.parse(FLAGS, "python -m fc_jax.bench dit", argv, description=__doc__.split("\n\n")[0])
+    args = FLAGS
 
     import diffusers
     import torch

@@ -1,4 +1,4 @@
-"""`python -m fc_jax.bench memory --config=configs/wan22_ti2v_5b.py [--mode=teacher|student]`: the parameter
+"""`python -m fc_jax.bench memory [--config=configs/wan22_ti2v_5b.py] [--mode=teacher|student]`: the parameter
 count and the ahead-of-time compiled peak memory, on abstract shapes (nothing is allocated, no accelerator), of
 
 - teacher: the in-context forward (reference + garment + 21 video latent frames at 1280x704 = 20,240 tokens);
@@ -6,7 +6,6 @@ count and the ahead-of-time compiled peak memory, on abstract shapes (nothing is
 
 from __future__ import annotations
 
-import argparse
 import os
 
 # XLA:CPU has no bf16 matmul: it upcasts bf16 weights to f32, and loop-invariant code motion then hoists that
@@ -19,23 +18,30 @@ if _NO_LICM not in os.environ.get("XLA_FLAGS", ""):
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from fc_jax import cli
 from fc_jax.bench.common import compiled_memory, emit
-from fc_jax.config import load_config
+from fc_jax.config import config_file
 from fc_jax import kv_cache
 from fc_jax.models import dit
 
+FLAGS = flags.FlagValues()
+cli.DEFINE_config_file("config", "configs/wan22_ti2v_5b.py", "model config (NAME[:VARIANT] or a file)", FLAGS,
+                       resolve=config_file)
+flags.DEFINE_integer("frames", 21, "video latent frames", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 1, "samples per forward (teacher mode)", flag_values=FLAGS)
+flags.DEFINE_string("backend", None, "attention backend (default: the config's)", flag_values=FLAGS)
+flags.DEFINE_enum("mode", "teacher", ["teacher", "student"],
+                  "teacher: the in-context forward; student: one streaming chunk step", flag_values=FLAGS)
 
-def main(argv) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench memory")
-    parser.add_argument("--config", default="configs/wan22_ti2v_5b.py")
-    parser.add_argument("--frames", type=int, default=21, help="video latent frames")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--backend", default=None, help="attention backend (default: the config's)")
-    parser.add_argument("--mode", choices=("teacher", "student"), default="teacher")
-    args = parser.parse_args(argv)
 
-    config = load_config(args.config)
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after `python -m fc_jax.bench memory`."""
+    cli.parse(FLAGS, "python -m fc_jax.bench memory", argv, description=__doc__)
+    args = FLAGS
+
+    config = args.config
     if args.backend:
         config.model.attention.backend = args.backend
     model = dit.build_model(config)

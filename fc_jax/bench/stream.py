@@ -1,4 +1,5 @@
-"""`python -m fc_jax.bench stream`: the streaming student on CPU at a small config, in one run —
+"""`python -m fc_jax.bench stream [--dim=512 --layers=4 --size=128 --speedup_size=256 --chunks=40 --skip_memory]`:
+the streaming student on CPU at a small config, in one run —
 
 - flatness: median per-chunk latency (DiT + VAE decode) of the last 10 / first 10 of >= 40 chunks timed with
   the window full (`dit_flatness`: the same for the DiT part alone);
@@ -15,7 +16,6 @@ cache included, on abstract shapes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -25,7 +25,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from fc_jax import cli
 from fc_jax.bench.common import CompileCounter, emit
 from fc_jax.config import load_config
 from fc_jax.models import dit, vae
@@ -33,10 +35,19 @@ from fc_jax.models.attention import streaming_layout
 from fc_jax.sampling.streaming import StreamingSession
 
 
-def _small_config(args):
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer("dim", 512, "model width (heads = dim / 128, ffn = 4 dim)", flag_values=FLAGS)
+flags.DEFINE_integer("layers", 4, "transformer blocks", flag_values=FLAGS)
+flags.DEFINE_integer("size", 128, "video height = width (pixels)", flag_values=FLAGS)
+flags.DEFINE_integer("speedup_size", 256, "video size for cached_speedup (pixels)", flag_values=FLAGS)
+flags.DEFINE_integer("chunks", 40, "timed chunks with the window full", flag_values=FLAGS)
+flags.DEFINE_bool("skip_memory", False, "leave out the 5B chunk-step memory (its subprocess)", flag_values=FLAGS)
+
+
+def _small_config(dim: int, layers: int, size: int):
     config = load_config("tiny")
-    config.model.update(dict(dim=args.dim, ffn_dim=4 * args.dim, num_heads=args.dim // 128, num_layers=args.layers))
-    config.video.update(dict(height=args.size, width=args.size))
+    config.model.update(dict(dim=dim, ffn_dim=4 * dim, num_heads=dim // 128, num_layers=layers))
+    config.video.update(dict(height=size, width=size))
     config.vae.update(dict(encoder_res_blocks=1, decoder_res_blocks=1))
     return config
 
@@ -75,7 +86,7 @@ def _recompute_chunk_ms(session: StreamingSession, repeats: int) -> float:
 
 def _speedup(args, dit_params, vae_params, context, rng) -> tuple[float, float]:
     """(cached DiT ms per chunk, recompute ms per chunk) at `--speedup_size` with the window full."""
-    config = _small_config(argparse.Namespace(dim=args.dim, layers=args.layers, size=args.speedup_size))
+    config = _small_config(args.dim, args.layers, args.speedup_size)
     session = StreamingSession(config, dit_params, vae_params, context)
     session.start(rng.integers(0, 256, (400, 300, 3), dtype=np.uint8), rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
     for _ in range(session.spec.history_chunks + 1):
@@ -93,17 +104,12 @@ def _memory_5b() -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main(argv) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench stream")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--size", type=int, default=128, help="video height = width (pixels)")
-    parser.add_argument("--speedup_size", type=int, default=256, help="video size for cached_speedup (pixels)")
-    parser.add_argument("--chunks", type=int, default=40, help="timed chunks with the window full")
-    parser.add_argument("--skip_memory", action="store_true")
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after `python -m fc_jax.bench stream`."""
+    cli.parse(FLAGS, "python -m fc_jax.bench stream", argv, description=__doc__)
+    args = FLAGS
 
-    config = _small_config(args)
+    config = _small_config(args.dim, args.layers, args.size)
     model = dit.build_model(config)
     dit_params = dit.init_params(model, jax.random.key(0))
     vae_params = vae.init_params(config, jax.random.key(1))

@@ -1,4 +1,5 @@
-"""`python -m fc_jax.bench vae`: VAE speed at a small config, and the compiled memory of one real-size
+"""`python -m fc_jax.bench vae [--small_config=configs/tiny.py --config=configs/wan22_ti2v_5b.py --height=128
+--width=128 --frames=17 --repeats=3]`: VAE speed at a small config, and the compiled memory of one real-size
 streaming decode step.
 
 Prints one JSON object:
@@ -13,15 +14,25 @@ Prints one JSON object:
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from fc_jax import cli
 from fc_jax.bench.common import compiled_memory, emit, median_ms
-from fc_jax.config import load_config
+from fc_jax.config import config_file
 from fc_jax.models import vae
+
+FLAGS = flags.FlagValues()
+cli.DEFINE_config_file("small_config", "configs/tiny.py", "config timed on this machine", FLAGS,
+                       resolve=config_file)
+cli.DEFINE_config_file("config", "configs/wan22_ti2v_5b.py", "config of the memory figure", FLAGS,
+                       resolve=config_file)
+flags.DEFINE_integer("height", 128, "pixels, for the timings", flag_values=FLAGS)
+flags.DEFINE_integer("width", 128, "pixels, for the timings", flag_values=FLAGS)
+flags.DEFINE_integer("frames", 17, "frames encoded (4k+1), for the timings", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 3, "timed calls (median)", flag_values=FLAGS)
 
 
 def speed(config, height: int, width: int, frames: int, repeats: int) -> dict:
@@ -64,16 +75,10 @@ def decode_chunk_memory(config, height: int = 1280, width: int = 704) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench vae", description=__doc__.splitlines()[0])
-    parser.add_argument("--small_config", default="configs/tiny.py", help="config timed on this machine")
-    parser.add_argument("--config", default="configs/wan22_ti2v_5b.py", help="config of the memory figure")
-    parser.add_argument("--height", type=int, default=128, help="pixels, for the timings")
-    parser.add_argument("--width", type=int, default=128, help="pixels, for the timings")
-    parser.add_argument("--frames", type=int, default=17, help="frames encoded (4k+1), for the timings")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls (median)")
-    args = parser.parse_args(argv)
-    result = speed(load_config(args.small_config), args.height, args.width, args.frames, args.repeats)
-    result.update(decode_chunk_memory(load_config(args.config)))
+    """`argv`: the arguments after `python -m fc_jax.bench vae` (default: sys.argv[1:])."""
+    cli.parse(FLAGS, "python -m fc_jax.bench vae", argv, description=__doc__.split("\n\n")[0])
+    result = speed(FLAGS.small_config, FLAGS.height, FLAGS.width, FLAGS.frames, FLAGS.repeats)
+    result.update(decode_chunk_memory(FLAGS.config))
     emit(result)
 
 

@@ -1,7 +1,10 @@
 """`python -m fc_jax.data.preencode`: a triplet data set -> a latent data set for training.
 
-    python -m fc_jax.data.preencode --config=configs/sft_teacher.py --src=DATA/triplets --dst=DATA/latents \
+    python -m fc_jax.data.preencode --config=sft_teacher --src=DATA/triplets --dst=DATA/latents \
         --vae=ckpt/vae --umt5=ckpt/umt5 --tokenizer=ckpt/google/umt5-xxl
+
+--config is a packaged config (`sft_teacher`, `tiny`, ...; NAME:VARIANT for a variant) or a config file, with
+`--config.a.b=value` overrides.
 
 For every record of `FashionTriplets` under --src: VAE latents (posterior mean, normalised) of the video
 (`encode_video`), the reference and the garment image (`encode_image`, one latent frame each); umT5 embeddings of
@@ -30,21 +33,32 @@ import zlib
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
+
+import fc_jax.config
+from fc_jax import cli
 
 log = logging.getLogger(__name__)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config with the model, vae, umt5 and video sections")
-_SRC = flags.DEFINE_string("src", None, "data_dir of the FashionTriplets data set")
-_DST = flags.DEFINE_string("dst", None, "data_dir for the FashionLatents data set")
-_VAE = flags.DEFINE_string("vae", None, "VAE weights: fc_jax orbax folder, official Wan2.2_VAE.pth or diffusers vae/")
-_UMT5 = flags.DEFINE_string("umt5", None, "umT5 weights: fc_jax orbax folder or official / transformers checkpoint")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer folder or tokenizer.json")
-_RANDOM = flags.DEFINE_bool("random_weights", False, "random weights and a hashing tokenizer (smoke tests)")
-_SPLITS = flags.DEFINE_list("splits", None, "splits to encode (default: all)")
-_CHUNK = flags.DEFINE_integer("chunk", 64, "records per resumable chunk")
-_ON_BAD = flags.DEFINE_enum("on_bad_record", "skip", ["skip", "raise"], "what a bad record does")
-_SEED = flags.DEFINE_integer("seed", 0, "seed of the random weights (--random_weights)")
+PROG = "python -m fc_jax.data.preencode"
+
+FLAGS = flags.FlagValues()  # private: importing fc_jax.data.preencode defines no global flags
+cli.DEFINE_config_file("config", None, "config with the model, vae, umt5 and video sections", FLAGS,
+                       resolve=fc_jax.config.config_file)
+_SRC = flags.DEFINE_string("src", None, "data_dir of the FashionTriplets data set", flag_values=FLAGS)
+_DST = flags.DEFINE_string("dst", None, "data_dir for the FashionLatents data set", flag_values=FLAGS)
+_VAE = flags.DEFINE_string("vae", None, "VAE weights: fc_jax orbax folder, official Wan2.2_VAE.pth or diffusers vae/",
+                           flag_values=FLAGS)
+_UMT5 = flags.DEFINE_string("umt5", None, "umT5 weights: fc_jax orbax folder or official / transformers checkpoint",
+                            flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer folder or tokenizer.json",
+                                 flag_values=FLAGS)
+_RANDOM = flags.DEFINE_bool("random_weights", False, "random weights and a hashing tokenizer (smoke tests)",
+                            flag_values=FLAGS)
+_SPLITS = flags.DEFINE_list("splits", None, "splits to encode (default: all)", flag_values=FLAGS)
+_CHUNK = flags.DEFINE_integer("chunk", 64, "records per resumable chunk", flag_values=FLAGS)
+_ON_BAD = flags.DEFINE_enum("on_bad_record", "skip", ["skip", "raise"], "what a bad record does", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "seed of the random weights (--random_weights)", flag_values=FLAGS)
+flags.mark_flags_as_required(["config", "src", "dst"], flag_values=FLAGS)
 
 EMPTY_PROMPT = ""
 
@@ -243,15 +257,21 @@ def preencode(config, src: str, dst: str, encoder: BatchEncoder, splits=None, ch
     return skipped
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name, flag in (("--config", _CONFIG.value), ("--src", _SRC.value), ("--dst", _DST.value)):
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after the program name (default: sys.argv[1:])."""
+    cli.parse(FLAGS, PROG, argv, description=__doc__.split("\n\n", 1)[1])
+    for name, flag in (("--src", _SRC.value), ("--dst", _DST.value)):
         if not flag:
-            raise app.UsageError(f"{name} is required")
+            cli.fail(PROG, f"{name} is required")
+    if not _RANDOM.value:
+        missing = [name for name, v in (("--vae", _VAE.value), ("--umt5", _UMT5.value),
+                                        ("--tokenizer", _TOKENIZER.value)) if not v]
+        if missing:
+            cli.fail(PROG, f"{', '.join(missing)} required (or --random_weights for a smoke test)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from fc_jax.distributed import initialize
 
-    config = _CONFIG.value
+    config = FLAGS.config
     initialize(config.get("distributed", {}).get("initialize", "auto"))
     devices = jax.local_devices()
     vae_params, text = load_encoders(config, _VAE.value, _UMT5.value, _TOKENIZER.value, _RANDOM.value,
@@ -263,5 +283,10 @@ def main(argv) -> None:
     print(f"wrote the latent data set to {_DST.value}", file=sys.stderr)
 
 
+def run() -> None:
+    """Console-script entry point (fc-jax-preencode)."""
+    main()
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()
