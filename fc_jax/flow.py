@@ -90,8 +90,3 @@ def x0_from_flow(x_t, flow, t, sigma=None):
     """x0 = x_t − σ·v with σ = t/1000 (or the given σ, same shape as t)."""
     sigma = _sigma(t, x_t) if sigma is None else _sigma(jnp.asarray(sigma) * NUM_TRAIN_TIMESTEPS, x_t)
     return x_t - sigma * flow
-
-
-def flow_from_x0(x_t, x0, t):
-    """v = (x_t − x0) / σ (σ > 0)."""
-    return (x_t - x0) / _sigma(t, x_t)

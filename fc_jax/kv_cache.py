@@ -105,14 +105,6 @@ class KVCache:
     prefilled: jax.Array
     spec: CacheSpec = flax.struct.field(pytree_node=False)
 
-    @staticmethod
-    def logical_axes() -> dict:
-        """Logical axis names per field, for sharding over batch and heads."""
-        kv = ("layers", "batch", "tokens", "heads", "head_dim")
-        lat = ("batch", "frames", None, None, "channels")
-        return dict(k=kv, v=kv, cross_k=kv, cross_v=kv, reference=lat, garment=lat,
-                    num_chunks=(), next_frame=(), prefilled=())
-
     def valid_history_chunks(self):
         return jnp.minimum(self.num_chunks, self.spec.history_chunks)
 

@@ -1,42 +1,42 @@
-"""Training entry point: `python -m fc_jax.train --config=configs/sft_teacher.py[:tiny] --workdir=DIR
-[--config.train.steps=N ...]`. The config's `stage` picks what runs (stage 1 "sft" by default).
+"""Training entry point: `python -m fc_jax.train --config=NAME[:VARIANT] --workdir=DIR [--config.a.b=value ...]`.
+
+NAME is a packaged config (`sft_teacher`, `teacher_forcing`, `gr_dmd`, ...; e.g. `--config=sft_teacher:tiny`)
+or a config file. The config's `stage` picks what runs (`fc_jax.training.stages`); every stage runs in the one
+driver (`fc_jax.training.driver.train`).
 
 Resumes from the latest checkpoint in WORKDIR/checkpoints; writes TensorBoard events to WORKDIR/tensorboard and
-every step's loss to WORKDIR/metrics.jsonl. Exit status: 0 when done or preempted (SIGTERM: checkpoint saved),
-1 on a non-finite loss or gradient (nothing of that step saved).
+every step's metrics to WORKDIR/metrics.jsonl. Exit status: 0 when done or preempted (SIGTERM or Ctrl-C:
+checkpoint saved), 1 on a non-finite loss or gradient (nothing of that step saved).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file, e.g. configs/sft_teacher.py:tiny")
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and event files go (local path or gs://)")
-flags.mark_flags_as_required(["config", "workdir"])
+import fc_jax.config
+from fc_jax import cli
 
-# Stages with a loop of their own (`train(config, workdir) -> summary`); every other `config.stage` runs in
-# `fc_jax.training.loop.train`.
-OWN_LOOPS = {"gr_dmd": "fc_jax.training.distill"}
+PROG = "python -m fc_jax.train"
+
+FLAGS = flags.FlagValues()  # private: importing fc_jax.train defines no global flags
+cli.DEFINE_config_file("config", None, "training config: a packaged name (sft_teacher:tiny) or a file", FLAGS,
+                       resolve=fc_jax.config.config_file)
+flags.DEFINE_string("workdir", None, "where checkpoints, logs and event files go (local path or gs://)",
+                    flag_values=FLAGS)
+flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO; keep stderr for what matters
-        logging.set_verbosity(logging.WARNING)
-    from fc_jax.training.loop import NonFiniteError, train
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after the program name (default: sys.argv[1:])."""
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; keep stderr for what matters
+    cli.parse(FLAGS, PROG, argv, description=__doc__.split("\n\n", 1)[1])
+    from fc_jax.training.driver import NonFiniteError, train
 
-    config = _CONFIG.value
-    stage = config.get("stage", "sft")
-    if stage in OWN_LOOPS:
-        train = importlib.import_module(OWN_LOOPS[stage]).train
     try:
-        summary = train(config, _WORKDIR.value)
+        summary = train(FLAGS.config, FLAGS.workdir)
     except NonFiniteError as e:
         print(f"training stopped: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -44,8 +44,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point (fc-jax-train)."""
+    main()
 
 
 if __name__ == "__main__":

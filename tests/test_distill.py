@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 import textwrap
@@ -21,20 +20,19 @@ SEED = 53  # exit step 0 at iterations 0 and 1: the cheapest rollout, and one cr
 
 SHARDED_ITERATION = textwrap.dedent(
     """
-    import json, runpy, sys, tempfile
+    import json, sys, tempfile
     import jax, jax.numpy as jnp, numpy as np
+    from fc_jax.config import load_config
     from fc_jax.models import dit
-    from fc_jax.training import distill, sharding
+    from fc_jax.training import distill
     from fc_jax.training.checkpoint import Checkpointer
-    from fc_jax.training.optim import make_optimizer
+    from fc_jax.training.setup import setup
+    from fc_jax.training.sharding import global_batch
 
     assert jax.device_count() == 8, jax.devices()
     seed = int(sys.argv[1])
-    cfg = runpy.run_path("configs/gr_dmd.py")["get_config"]("tiny")
-    rules = sharding.logical_rules(cfg)
+    cfg = load_config("gr_dmd:tiny")
     model = dit.build_model(cfg)
-    tx_gen, _ = make_optimizer(cfg.optim)
-    tx_critic, _ = make_optimizer(cfg.critic_optim)
     rng = np.random.default_rng(0)
     # Three different networks; the zero-initialised output heads get small random weights so every
     # parameter has a gradient at the first step.
@@ -54,16 +52,15 @@ SHARDED_ITERATION = textwrap.dedent(
     from fc_jax.models import vae
     vae_params = vae.init_params(cfg, jax.random.key(4))
     reward = distill.make_reward(vae_params, lambda _, frames: frames.mean(axis=(1, 2, 3)), None)
-    distiller = distill.Distiller(model, cfg, reward)
 
-    def run(mesh, save_to=None):
-        abstract, sh = distill.state_shardings(model, tx_gen, tx_critic, mesh, rules)
-        state = distill.init_state(tx_gen, tx_critic, sh, jax.device_put(generator, sh.generator),
+    def run(mesh_sizes, devices=None, save_to=None):
+        s = setup(cfg, devices=devices, mesh_sizes=mesh_sizes)
+        abstract, sh = s.abstract, s.shardings
+        state = distill.init_state(*s.stage.optimizers(cfg), sh, jax.device_put(generator, sh.generator),
                                    jax.device_put(teacher, sh.critic), seed)
         real_p = jax.device_put(real, sh.generator)
-        bsh = {k: sharding.logical_sharding(v, mesh, rules) for k, v in distill.BATCH_AXES.items()}
-        data = sharding.global_batch(batch, bsh)
-        steps = distill.CompiledSteps(distiller, tx_gen, tx_critic, abstract, sh, bsh, mesh, rules)
+        data = global_batch(batch, s.batch_shardings)
+        steps = s.stage.compiled_steps(s, reward=reward)
         it = lambda s: distill.iteration(steps, s, real_p, data, seed=seed, generator_every=5, num_student_steps=4)
         state, m = it(state)  # iteration 0: generator step, then critic step
         ffn0 = state.generator["blocks"]["block"]["ffn_0"]["kernel"]
@@ -87,8 +84,8 @@ SHARDED_ITERATION = textwrap.dedent(
             out["resumed_losses"] = [float(m1["critic/loss"]), float(m2["critic/loss"])]
         return out
 
-    single = run(sharding.make_mesh(dict(data=1, fsdp=1, tensor=1, sequence=1), jax.devices()[:1]))
-    sharded = run(sharding.make_mesh(dict(data=2, fsdp=2, tensor=2, sequence=1)), tempfile.mkdtemp())
+    single = run(dict(data=1, fsdp=1, tensor=1, sequence=1), jax.devices()[:1])
+    sharded = run(dict(data=2, fsdp=2, tensor=2, sequence=1), save_to=tempfile.mkdtemp())
     norm = lambda t: float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(t))))
     rel = {}
     for part in ("generator", "critic", "ema"):
@@ -109,10 +106,9 @@ SHARDED_ITERATION = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def env():
-    e = dict(os.environ)
-    e.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + e.get("PYTHONPATH", ""))
-    e["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8"
-    return e
+    """conftest's compile settings and cache, this checkout on the path, 8 fake CPU devices."""
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    return {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "XLA_FLAGS": flags}
 
 
 def test_gr_dmd_iteration_sharded_equals_single_device_and_resumes_exactly(env, tmp_path):
@@ -148,7 +144,7 @@ def test_teacher_forcing_sequence_and_layout():
     import jax.numpy as jnp
 
     from fc_jax.models import attention
-    from fc_jax.training.teacher_forcing import teacher_forcing_inputs
+    from fc_jax.training.stages.teacher_forcing import teacher_forcing_inputs
 
     b, f = 2, 6
     ref, gar = jnp.full((b, 1, 4, 2, 4), 1.0), jnp.full((b, 1, 4, 2, 4), 2.0)
@@ -169,13 +165,14 @@ def test_short_teacher_forcing_run_lowers_the_loss():
     garment latents) must bring the stage-2 loss at a fixed key below 70% of its initial value."""
     import jax
 
+    from fc_jax.config import load_config
     from fc_jax.models import dit
-    from fc_jax.training import teacher_forcing
     from fc_jax.training.optim import make_optimizer
+    from fc_jax.training.stages.teacher_forcing import STAGE
     from fc_jax.training.state import TrainState
     from fc_jax.training.step import make_train_step
 
-    cfg = runpy.run_path(os.path.join(REPO, "configs/teacher_forcing.py"))["get_config"]("tiny")
+    cfg = load_config("teacher_forcing:tiny")
     cfg.model.update(dict(in_channels=4, out_channels=4))
     cfg.optim.lr = 3e-3
     model = dit.build_model(cfg)
@@ -185,11 +182,11 @@ def test_short_teacher_forcing_run_lowers_the_loss():
     mix = np.linspace(0, 1, 6, dtype=np.float32)[None, :, None, None, None]
     batch = {"reference": ref, "garment": gar, "video": (1 - mix) * ref + mix * gar,
              "context": rng.standard_normal((4, 16, 32), np.float32)}
-    loss = jax.jit(lambda p, k: teacher_forcing.loss_fn(model, cfg, p, batch, k))
+    loss = jax.jit(lambda p, k: STAGE.loss(model, cfg, p, batch, k))
     params = dit.init_params(model, jax.random.key(0))
     state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state=tx.init(params),
                        rng=jax.random.key_data(jax.random.key(1)))
-    step = jax.jit(make_train_step(lambda p, b, k: teacher_forcing.loss_fn(model, cfg, p, b, k), tx, schedule))
+    step = jax.jit(make_train_step(lambda p, b, k: STAGE.loss(model, cfg, p, b, k), tx, schedule))
     stacked = {k: v[None] for k, v in batch.items()}
     keys = [jax.random.key(100 + i) for i in range(4)]
     before = np.mean([float(loss(params, k)) for k in keys])
@@ -211,25 +208,28 @@ def test_exit_step_is_a_function_of_seed_and_step():
 
 
 def test_gr_dmd_train_resumes_and_exports_each_network(tmp_path):
-    """`distill.train` (tiny, synthetic data) runs 2 iterations, then resumes to 3 from its checkpoint; the
-    exporter writes the generator EMA and the critic of that checkpoint as parameter folders, bit for bit."""
+    """The driver runs stage 3 (tiny, synthetic data) for 2 iterations, then resumes to 3 from its checkpoint;
+    the exporter writes the generator EMA and the critic of that checkpoint as parameter folders, bit for bit."""
     import jax
 
+    from fc_jax.config import load_config
     from fc_jax.convert.common import load_params
     from fc_jax.export import export_parameters
     from fc_jax.models import dit
-    from fc_jax.training import distill, sharding
     from fc_jax.training.checkpoint import Checkpointer
-    from fc_jax.training.optim import make_optimizer
+    from fc_jax.training.driver import train
+    from fc_jax.training.setup import setup
 
-    cfg = runpy.run_path(os.path.join(REPO, "configs/gr_dmd.py"))["get_config"]("tiny")
+    cfg = load_config("gr_dmd:tiny")
     cfg.train.update(dict(steps=2, seed=59, log_every=1))  # seed 59: exit step 0 at iterations 0-2 (one program)
     cfg.checkpoint.update(dict(every=1, async_save=False))
     cfg.data.synthetic_examples = 16
     workdir = str(tmp_path / "run")
-    assert distill.train(cfg, workdir) == {"step": 2, "preempted": False}
+    summary = train(cfg, workdir)
+    assert (summary["stage"], summary["step"], summary["preempted"]) == ("gr_dmd", 2, False)
     cfg.train.steps = 3
-    assert distill.train(cfg, workdir) == {"step": 3, "preempted": False}
+    summary = train(cfg, workdir)
+    assert (summary["step"], summary["preempted"]) == (3, False)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]  # resumed at 3, nothing redone
 
@@ -241,15 +241,11 @@ def test_gr_dmd_train_resumes_and_exports_each_network(tmp_path):
     with pytest.raises(FileExistsError):
         export_parameters(workdir, str(tmp_path / "ema"))
 
-    model = dit.build_model(cfg)
-    tx_gen, _ = make_optimizer(cfg.optim)
-    tx_critic, _ = make_optimizer(cfg.critic_optim)
-    mesh = sharding.make_mesh(cfg.mesh)
-    abstract, _ = distill.state_shardings(model, tx_gen, tx_critic, mesh, sharding.logical_rules(cfg))
+    s = setup(cfg)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=5)
     for step, name, field in ((3, "ema", "ema"), (2, "critic", "critic")):
-        saved = getattr(ckpt.restore(step, abstract), field)
-        exported = load_params(str(tmp_path / name), dit.abstract_params(model))
+        saved = getattr(ckpt.restore(step, s.abstract), field)
+        exported = load_params(str(tmp_path / name), dit.abstract_params(s.model))
         equal = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), saved, exported)
         assert all(jax.tree.leaves(equal)), name
     ckpt.close()
@@ -265,12 +261,14 @@ def test_short_gr_dmd_run_moves_the_students_samples_towards_the_teachers():
     import jax
     import jax.numpy as jnp
 
+    from fc_jax.config import load_config
     from fc_jax.models import dit
     from fc_jax.sampling.teacher import sample_teacher
-    from fc_jax.training import distill, sharding
-    from fc_jax.training.optim import make_optimizer
+    from fc_jax.training import distill
+    from fc_jax.training.setup import setup
+    from fc_jax.training.sharding import global_batch
 
-    cfg = runpy.run_path(os.path.join(REPO, "configs/gr_dmd.py"))["get_config"]("tiny")
+    cfg = load_config("gr_dmd:tiny")
     c = 4
     cfg.model.update(dict(in_channels=c, out_channels=c))
     cfg.optim.lr = cfg.critic_optim.lr = 2e-4
@@ -296,17 +294,13 @@ def test_short_gr_dmd_run_moves_the_students_samples_towards_the_teachers():
         s = np.asarray(samples(params))
         return float(np.sqrt(np.mean((s.mean(0) - target.mean(0)) ** 2) + np.mean((s.std(0) - target.std(0)) ** 2)))
 
-    tx_gen, _ = make_optimizer(cfg.optim)
-    tx_critic, _ = make_optimizer(cfg.critic_optim)
-    rules = sharding.logical_rules(cfg)
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1, sequence=1), jax.devices()[:1])
-    abstract, sh = distill.state_shardings(model, tx_gen, tx_critic, mesh, rules)
-    state = distill.init_state(tx_gen, tx_critic, sh, teacher, teacher, 0)
-    bsh = {name: sharding.logical_sharding(axes, mesh, rules) for name, axes in distill.BATCH_AXES.items()}
-    batch = sharding.global_batch(rows(8), bsh)
-    steps = distill.CompiledSteps(distiller, tx_gen, tx_critic, abstract, sh, bsh, mesh, rules)
+    cfg.train.update(dict(seed=0, global_batch=8))
+    s = setup(cfg, devices=jax.devices()[:1], mesh_sizes=dict(data=1, fsdp=1, tensor=1, sequence=1))
+    real = s.resources["teacher"] = jax.tree.map(jnp.asarray, teacher)  # the critic's init and the real score
+    state = s.stage.initial_state(s)  # generator and critic: copies of the teacher
+    batch = global_batch(rows(8), s.batch_shardings)
+    steps = s.stage.compiled_steps(s, reward=distiller.reward)
     before = gap(state.generator)
-    real = jax.tree.map(jnp.asarray, teacher)
     for _ in range(40):
         state, metrics = distill.iteration(steps, state, real, batch, seed=0, generator_every=1, num_student_steps=4)
         assert metrics["finite"]

@@ -35,7 +35,6 @@ def test_add_noise_and_flow_conversions_invert_each_other():
     xt = flow.add_noise(x0, eps, t)
     v = flow.flow_target(x0, eps)
     np.testing.assert_allclose(flow.x0_from_flow(xt, v, t), x0, atol=1e-5)
-    np.testing.assert_allclose(flow.flow_from_x0(xt, x0, t), v, atol=1e-4)
     np.testing.assert_allclose(xt[0, 1], 0.5 * x0[0, 1] + 0.5 * eps[0, 1], atol=1e-6)
 
 

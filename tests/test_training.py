@@ -1,6 +1,7 @@
-"""Training at scale: sharded step == single-device step on 8 fake CPU devices, exact resume after SIGKILL,
-restore onto fewer devices, SIGTERM saves and exits, a short SFT run lowers the loss, and the pieces
-(mesh, rules, optimizer schedule, non-finite guard).
+"""The training driver and its pieces: sharded step == single-device step on 8 fake CPU devices; for every stage
+(SFT, teacher forcing, GR-DMD) exact resume after SIGKILL, SIGTERM / SIGINT saves and exits, a non-finite step
+stops without saving; restore onto fewer devices; a short SFT run lowers the loss; the stage registry; and the
+pieces (mesh, rules, optimizer schedule, non-finite guard).
 
 Runs that need a given number of devices, or a real process to kill, are subprocesses; they share one JAX
 compilation cache so each distinct program compiles once per test session.
@@ -21,33 +22,30 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "configs/sft_teacher.py:tiny"
+TINY = "sft_teacher:tiny"
+# The tiny config of every stage, as the driver runs it. Stage 3 with a one-step student schedule: its exit step
+# is always 0, so each run compiles one generator and one critic program (the draw is tested in test_distill).
+STAGE_CONFIGS = {
+    "sft": ["--config=sft_teacher:tiny"],
+    "teacher_forcing": ["--config=teacher_forcing:tiny"],
+    "gr_dmd": ["--config=gr_dmd:tiny", "--config.sampling.student_timesteps=(1000,)"],
+}
 # A loss that can fall fast: 4 latent channels (16 values per patch token < model width 64), a larger lr.
 FAST = ["--config.model.in_channels=4", "--config.model.out_channels=4", "--config.optim.lr=0.003"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("jax_cache")
-    e = dict(os.environ)
-    e.update(
-        JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONPATH=REPO + os.pathsep + e.get("PYTHONPATH", ""),
-    )
-    # Fast LLVM code generation: these programs are tiny and compile time dominates the tests.
-    e["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
-    return e
+def env():
+    """The subprocesses' environment: conftest's compile settings and cache, and this checkout on the path."""
+    return {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def _with_devices(env: dict, n: int) -> dict:
     return {**env, "XLA_FLAGS": env["XLA_FLAGS"] + f" --xla_force_host_platform_device_count={n}"}
 
 
-def _train_cmd(workdir, *overrides) -> list[str]:
-    return [sys.executable, "-m", "fc_jax.train", f"--config={TINY}", f"--workdir={workdir}",
+def _train_cmd(workdir, *overrides, stage: str = "sft") -> list[str]:
+    return [sys.executable, "-m", "fc_jax.train", *STAGE_CONFIGS[stage], f"--workdir={workdir}",
             "--config.train.eval_every=0", "--config.train.log_every=1000", *overrides]
 
 
@@ -57,17 +55,21 @@ def _run(cmd, env, timeout=300) -> subprocess.CompletedProcess:
     return proc
 
 
-def _losses(workdir) -> dict[int, float]:
-    """step -> loss from metrics.jsonl; a step logged twice (before a kill and after the restart) keeps the last."""
-    out = {}
+def _records(workdir) -> list[dict]:
+    """The complete records of metrics.jsonl, in file order."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
-        return out
+        return []
     with open(path) as f:
-        for line in f:
-            if line.endswith("\n"):
-                record = json.loads(line)
-                out[record["step"]] = record["loss"]
+        return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+def _losses(workdir) -> dict[int, float]:
+    """step -> the step's metrics (other than the step) from metrics.jsonl; for SFT runs only the loss."""
+    out = {}
+    for record in _records(workdir):
+        step = record.pop("step")
+        out[step] = record["loss"] if set(record) == {"loss", "grad_norm", "learning_rate"} else record
     return out
 
 
@@ -81,21 +83,15 @@ def _checkpoint_steps(workdir) -> list[int]:
 
 SHARDED_STEP = textwrap.dedent(
     """
-    import json, runpy, sys
+    import json, sys
     import jax, numpy as np
-    from fc_jax.models import dit
-    from fc_jax.training import loop, sft, sharding, state as st
-    from fc_jax.training.optim import make_optimizer
-    from fc_jax.training.step import make_train_step
+    from fc_jax.config import load_config
+    from fc_jax.training.setup import setup
 
     assert jax.device_count() == 8, jax.devices()
-    cfg = runpy.run_path("configs/sft_teacher.py")["get_config"]("tiny")
+    cfg = load_config("sft_teacher:tiny")
     cfg.video.update(dict(height=64, width=64))  # 2 x 2 tokens per latent frame, 5 frames: 20 tokens
-    rules = sharding.logical_rules(cfg)
-    model = dit.build_model(cfg)
     cfg.optim.warmup_steps = 0
-    tx, schedule = make_optimizer(cfg.optim)
-    step = make_train_step(lambda p, b, k: sft.loss_fn(model, cfg, p, b, k), tx, schedule)
     rng = np.random.default_rng(0)
     batch = {
         "video": rng.standard_normal((1, 4, 3, 4, 4, 48), np.float32),
@@ -103,31 +99,30 @@ SHARDED_STEP = textwrap.dedent(
         "garment": rng.standard_normal((1, 4, 1, 4, 4, 48), np.float32),
         "context": rng.standard_normal((1, 4, 16, 32), np.float32),
     }
-    single_mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1, sequence=1), jax.devices()[:1])
-    _, single_sh = st.state_shardings(model, tx, single_mesh, rules, use_ema=False)
-    initial = st.init_state(model, tx, single_sh, seed=3, use_ema=False)
+    one_device = dict(data=1, fsdp=1, tensor=1, sequence=1)
+    single = setup(cfg, devices=jax.devices()[:1], mesh_sizes=one_device)
+    cfg.train.seed = 3
+    initial = single.stage.initial_state(single)
     # The output head starts at zero (as upstream), which would leave every other gradient zero for a step:
     # give it small random weights so the steps move all the parameters.
     params = jax.tree.map(np.asarray, initial.params)
     params["head"]["kernel"] = 0.02 * rng.standard_normal(params["head"]["kernel"].shape).astype(np.float32)
     initial = initial.replace(params=params)
 
-    def two_steps(mesh):
-        abstract, shardings = st.state_shardings(model, tx, mesh, rules, use_ema=False)
-        state = jax.device_put(jax.tree.map(np.asarray, initial), shardings)
-        batch_sh = {k: sharding.logical_sharding(v, mesh, rules) for k, v in sft.BATCH_AXES.items()}
-        compiled = loop.compile_step(step, abstract, shardings, batch_sh, cfg, mesh, rules)
-        data = sharding.global_batch(batch, batch_sh)
+    def two_steps(s):
+        state = jax.device_put(jax.tree.map(np.asarray, initial), s.shardings)
+        run = s.stage.compile(s)
+        data = s.stage.device_batch(s, {k: v[0] for k, v in batch.items()})
         # Two steps: the second starts from the Adam moments of the first.
-        state, _ = compiled(state, data)
-        state, metrics = compiled(state, data)
-        return state, jax.device_get(metrics), shardings
+        state, _ = run(state, data)
+        state, metrics = run(state, data)
+        return state, metrics, s.shardings
 
     spec = lambda s: [a if a is None or isinstance(a, str) else list(a) for a in s.spec]
-    single, m1, _ = two_steps(single_mesh)
+    single, m1, _ = two_steps(single)
     results = {}
     for name, sizes in json.loads(sys.argv[1]).items():
-        sharded, m8, sh = two_steps(sharding.make_mesh(sizes))
+        sharded, m8, sh = two_steps(setup(cfg, mesh_sizes=sizes))
         ffn0 = sharded.params["blocks"]["block"]["ffn_0"]["kernel"]
         diff = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), sharded.params, single.params)
         norm = lambda t: float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(t))))
@@ -175,17 +170,22 @@ def test_sharded_step_equals_single_device(env, tmp_path):
 # 2. Exact resume after SIGKILL; restore onto a different device count.
 
 
-def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(env, tmp_path):
-    total = 200
-    steps = [f"--config.train.steps={total}", "--config.checkpoint.every=10"]
+# Steps of each stage's resume run (long enough that the kill lands mid-run) and its checkpoint interval.
+RESUME_STEPS = {"sft": (200, 10), "teacher_forcing": (200, 10), "gr_dmd": (120, 10)}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_CONFIGS))
+def test_sigkill_then_restart_reproduces_the_uninterrupted_run(env, tmp_path, stage):
+    total, every = RESUME_STEPS[stage]
+    steps = [f"--config.train.steps={total}", f"--config.checkpoint.every={every}"]
     reference = tmp_path / "reference"
-    _run(_train_cmd(reference, *steps), env)
+    _run(_train_cmd(reference, *steps, stage=stage), env)
     want = _losses(reference)
     assert sorted(want) == list(range(1, total + 1))
 
     # Kill once a checkpoint is complete and the run has gone a few steps past it.
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, *steps), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(killed, *steps, stage=stage), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
@@ -202,10 +202,11 @@ def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(env, tmp_path)
     resume_from = max(s for s in _checkpoint_steps(killed) if s <= reached)
     assert resume_from < reached
 
-    restart = _run(_train_cmd(killed, *steps), env)
+    restart = _run(_train_cmd(killed, *steps, stage=stage), env)
     assert f"checkpoints/{resume_from}" in restart.stdout.split("resumed from")[1].splitlines()[0]
+    # Each step once in the log: the steps the killed run logged after its checkpoint were dropped on resume.
+    assert [r["step"] for r in _records(killed)] == list(range(1, total + 1))
     got = _losses(killed)
-    assert sorted(got) == list(range(1, total + 1))
     # Bit for bit: every step, those recomputed after the restart included, equals the uninterrupted run.
     mismatched = {s: (got[s], want[s]) for s in got if got[s] != want[s]}
     assert not mismatched, mismatched
@@ -235,77 +236,89 @@ def test_restore_onto_fewer_devices(env, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. SIGTERM saves the step reached and exits cleanly.
+# 3. SIGTERM (and Ctrl-C) saves the step reached and exits cleanly; a non-finite step stops without saving.
 
 
-def test_sigterm_saves_a_restorable_checkpoint(env, tmp_path):
+def _restore(stage: str, checkpoints, step: int):
+    """The saved state of `step` of a tiny run of `stage`, restored on this process's one device."""
+    import jax
+
+    from fc_jax.config import load_config
+    from fc_jax.training.checkpoint import Checkpointer
+    from fc_jax.training.setup import setup
+
+    config = load_config(STAGE_CONFIGS[stage][0].split("=", 1)[1])
+    s = setup(config, devices=jax.devices()[:1], mesh_sizes=dict(data=1, fsdp=1, tensor=1, sequence=1))
+    ckpt = Checkpointer(str(checkpoints), keep_last=2)
+    try:
+        assert ckpt.all_steps() == [step]
+        return ckpt.restore(step, s.abstract)
+    finally:
+        ckpt.close()
+
+
+@pytest.mark.parametrize("stage,signum", [("sft", signal.SIGTERM), ("teacher_forcing", signal.SIGTERM),
+                                          ("gr_dmd", signal.SIGTERM), ("sft", signal.SIGINT)])
+def test_signal_saves_a_restorable_checkpoint(env, tmp_path, stage, signum):
+    import jax
+
     workdir = tmp_path / "run"
-    cmd = _train_cmd(workdir, "--config.train.steps=100000", "--config.checkpoint.every=100000")
+    cmd = _train_cmd(workdir, "--config.train.steps=100000", "--config.checkpoint.every=100000", stage=stage)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while len(_losses(workdir)) < 5 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-4000:]
     reached = max(_losses(workdir))
-    assert f"SIGTERM: saved the checkpoint of step {reached}" in out
+    assert f"{signal.Signals(signum).name}: saved the checkpoint of step {reached}" in out
     assert _checkpoint_steps(workdir) == [reached]
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["preempted"] and summary["step"] == reached
+    assert summary["preempted"] and summary["step"] == reached and summary["stage"] == stage
 
-    # Restorable: the checkpoint holds the state of that step (restored here, on this process's one device).
-    import runpy
-
-    import jax
-
-    from fc_jax.models import dit
-    from fc_jax.training import sharding, state as st
-    from fc_jax.training.checkpoint import Checkpointer
-    from fc_jax.training.optim import make_optimizer
-
-    config = runpy.run_path(os.path.join(REPO, "configs", "sft_teacher.py"))["get_config"]("tiny")
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1, sequence=1), jax.devices()[:1])
-    abstract, _ = st.state_shardings(dit.build_model(config), make_optimizer(config.optim)[0], mesh,
-                                     sharding.logical_rules(config), use_ema=False)
     # A later save cut short (a temporary folder, as orbax leaves one when killed mid-write) must not shadow it.
     partial = workdir / "checkpoints" / f"{reached + 7}.orbax-checkpoint-tmp"
     (partial / "state").mkdir(parents=True)
     (partial / "state" / "junk").write_bytes(b"half a checkpoint")
-    ckpt = Checkpointer(str(workdir / "checkpoints"), keep_last=2)
-    assert ckpt.all_steps() == [reached]  # (orbax also deletes such leftovers, in the background)
-    restored = ckpt.restore(reached, abstract)
-    ckpt.close()
+    # Restorable: the checkpoint holds the state of that step.
+    restored = _restore(stage, workdir / "checkpoints", reached)
     assert int(restored.step) == reached
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.params))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored))
 
 
-def test_non_finite_loss_stops_naming_step_and_batch_without_saving_it(env, tmp_path):
+@pytest.mark.parametrize("stage", sorted(STAGE_CONFIGS))
+def test_non_finite_loss_stops_naming_step_and_batch_without_saving_it(env, tmp_path, stage):
     """Every record's static + dynamic caption embedding is NaN; static captions (p = 0.7) are fine. The first
     batch holding a static + dynamic caption must stop the job, naming that step and its records, with
     checkpoints (saved every step) only of the steps before."""
+    from fc_jax.config import load_config
     from fc_jax.data import synthetic, triplets
+    from fc_jax.data.pipeline import LatentGeometry
+
+    g = LatentGeometry.from_config(load_config(STAGE_CONFIGS[stage][0].split("=", 1)[1]))
 
     def poisoned():
-        for example in synthetic.synthetic_latents(32, 3, 4, 2, 48, 32, seed=0, max_text_len=16):
+        for example in synthetic.synthetic_latents(32, g.frames, g.height, g.width, g.channels, g.text_dim, seed=0,
+                                                   max_text_len=g.text_len):
             example["full_embedding"] = np.full_like(example["full_embedding"], np.nan)
             yield example
 
     data_dir = tmp_path / "data"
     builder = triplets.write_dataset("latents", str(data_dir), {"train": poisoned()})
-    np.save(triplets.empty_prompt_path(builder), synthetic.synthetic_empty_prompt(32))
+    np.save(triplets.empty_prompt_path(builder), synthetic.synthetic_empty_prompt(g.text_dim))
     workdir = tmp_path / "run"
     proc = subprocess.run(
         _train_cmd(workdir, "--config.data.synthetic=False", f"--config.data.data_dir={data_dir}",
                    "--config.train.steps=50", "--config.checkpoint.every=1", "--config.checkpoint.keep_last=100",
-                   "--config.checkpoint.async_save=False"),
+                   "--config.checkpoint.async_save=False", stage=stage),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1, proc.stderr[-4000:]
     done = max(_losses(workdir), default=0)
     bad_step = done + 1
     message = [line for line in proc.stderr.splitlines() if line.startswith("training stopped:")]
-    assert message and f"step {bad_step}: loss nan" in message[0], proc.stderr[-3000:]
+    assert message and f"step {bad_step}: " in message[0] and "nan" in message[0], proc.stderr[-3000:]
     assert message[0].count("synthetic-latents-0-") == 4  # the batch's four records, by id
     assert _checkpoint_steps(workdir) == list(range(1, bad_step))
 

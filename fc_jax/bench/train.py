@@ -14,9 +14,12 @@ authors' global batch of 64.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+from absl import flags
+
+from fc_jax import cli
 
 _DEVICES_FLAG = "--xla_force_host_platform_device_count="
 # XLA:CPU has no bf16 matmul and upcasts bf16 operands to f32; loop-invariant code motion then hoists that upcast
@@ -38,63 +41,40 @@ def _set_xla_flags(devices: int) -> None:
     os.environ["XLA_FLAGS"] = " ".join(dict.fromkeys(flags))
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m fc_jax.bench train")
-    parser.add_argument("--devices", type=int, default=64, help="fake CPU devices for the 5B compile")
-    parser.add_argument("--mesh", type=int, nargs=4, default=(1, 16, 1, 4), metavar=("DATA", "FSDP", "TENSOR", "SEQ"))
-    parser.add_argument("--remat", default="full", help="remat policy of the 5B compile")
-    parser.add_argument("--micro_batch", type=int, default=16, help="global micro-batch of the 5B step")
-    parser.add_argument("--accum", type=int, default=4, help="accumulation steps of the 5B step")
-    parser.add_argument("--frames", type=int, default=21, help="video latent frames of the 5B step")
-    parser.add_argument("--repeats", type=int, default=20, help="timed tiny steps")
-    parser.add_argument("--skip_5b", action="store_true", help="only the tiny timing")
-    return parser.parse_args(argv)
-
-
-def _setup(config, mesh_sizes=None):
-    from fc_jax.models import dit
-    from fc_jax.training import loop, sft, sharding, state as st
-    from fc_jax.training.optim import make_optimizer
-    from fc_jax.training.step import make_train_step
-
-    import jax
-
-    mesh = sharding.make_mesh(mesh_sizes or config.mesh, None if mesh_sizes else jax.devices()[:1])
-    rules = sharding.logical_rules(config)
-    model = dit.build_model(config)
-    tx, schedule = make_optimizer(config.optim)
-    abstract, shardings = st.state_shardings(model, tx, mesh, rules, use_ema=False)
-    batch_sh = {k: sharding.logical_sharding(v, mesh, rules) for k, v in sft.BATCH_AXES.items()}
-    step = make_train_step(lambda p, b, k: sft.loss_fn(model, config, p, b, k), tx, schedule)
-    return model, tx, mesh, rules, abstract, shardings, batch_sh, step
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer("devices", 64, "fake CPU devices for the 5B compile", flag_values=FLAGS)
+cli.DEFINE_integers("mesh", (1, 16, 1, 4), "DATA,FSDP,TENSOR,SEQ mesh of the 5B compile", FLAGS, count=4)
+flags.DEFINE_string("remat", "full", "remat policy of the 5B compile", flag_values=FLAGS)
+flags.DEFINE_integer("micro_batch", 16, "global micro-batch of the 5B step", flag_values=FLAGS)
+flags.DEFINE_integer("accum", 4, "accumulation steps of the 5B step", flag_values=FLAGS)
+flags.DEFINE_integer("frames", 21, "video latent frames of the 5B step", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 20, "timed tiny steps", flag_values=FLAGS)
+flags.DEFINE_bool("skip_5b", False, "only the tiny timing", flag_values=FLAGS)
 
 
 def _tiny(repeats: int) -> dict:
-    import runpy
-
     import jax
     import numpy as np
 
     from fc_jax.bench.common import median_ms
-    from fc_jax.config import CONFIG_DIR
-    from fc_jax.training import loop, sft, sharding, state as st
+    from fc_jax.config import load_config
+    from fc_jax.training.setup import setup
 
-    config = runpy.run_path(os.path.join(CONFIG_DIR, "sft_teacher.py"))["get_config"]("tiny")
-    config.mesh.update(dict(data=1, fsdp=1, tensor=1, sequence=1))
-    model, tx, mesh, rules, abstract, shardings, batch_sh, step = _setup(config)
-    compiled = loop.compile_step(step, abstract, shardings, batch_sh, config, mesh, rules)
-    state = st.init_state(model, tx, shardings, seed=0, use_ema=False)
+    config = load_config("sft_teacher:tiny")
+    s = setup(config, devices=jax.devices()[:1], mesh_sizes=dict(data=1, fsdp=1, tensor=1, sequence=1))
+    run = s.stage.compile(s)
+    state = s.stage.initial_state(s)
     rng = np.random.default_rng(0)
-    batch = {k: rng.standard_normal(a.shape, np.float32) for k, a in loop.abstract_batch(config, batch_sh).items()}
-    batch = sharding.global_batch(batch, batch_sh)
+    batch = {k: jax.device_put(rng.standard_normal(a.shape, np.float32), a.sharding)
+             for k, a in s.stage.abstract_batch(s).items()}
 
-    def run():
+    def step():
         nonlocal state
-        state, metrics = compiled(state, batch)
+        state, metrics = run(state, batch)
         return metrics
 
-    ms = median_ms(run, repeats=repeats, warmup=2)
-    tokens = int(config.train.global_batch) * sft.tokens_per_sample(config)
+    ms = median_ms(step, repeats=repeats, warmup=2)
+    tokens = int(config.train.global_batch) * s.stage.tokens_per_sample(config)
     return {
         "config": config.name,
         "global_batch": int(config.train.global_batch),
@@ -106,39 +86,34 @@ def _tiny(repeats: int) -> dict:
 
 
 def _five_b(args) -> dict:
-    import runpy
-
     import jax
     import numpy as np
 
     from fc_jax.bench.common import compiled_memory
-    from fc_jax.config import CONFIG_DIR
-    from fc_jax.training import loop, sft
-    from fc_jax.training.sharding import replicated
+    from fc_jax.config import load_config
+    from fc_jax.training.setup import setup
+    from fc_jax.training.sharding import activation_sharding, replicated
 
-    config = runpy.run_path(os.path.join(CONFIG_DIR, "sft_teacher.py"))["get_config"]()
+    config = load_config("sft_teacher")
     config.model.remat_policy = args.remat
     config.video.num_frames = 4 * (args.frames - 1) + 1
     config.train.global_batch = args.micro_batch * args.accum
     config.optim.grad_accum_steps = args.accum
-    mesh_sizes = dict(zip(("data", "fsdp", "tensor", "sequence"), args.mesh))
-    model, tx, mesh, rules, abstract, shardings, batch_sh, step = _setup(config, mesh_sizes)
-    loop.batch_layout(config, mesh, rules)  # the micro-batch must split over the batch shards
-    batch = loop.abstract_batch(config, batch_sh)
-    from fc_jax.training.sharding import activation_sharding
-
-    with activation_sharding(mesh, rules):
-        memory = compiled_memory(step, abstract, batch, in_shardings=(shardings, batch_sh),
-                                 out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,))
-    leaves = jax.tree.leaves(abstract)
+    s = setup(config, mesh_sizes=dict(zip(("data", "fsdp", "tensor", "sequence"), args.mesh)))
+    mesh = s.mesh
+    with activation_sharding(mesh, s.rules):
+        memory = compiled_memory(s.stage.train_step(s), s.abstract, s.stage.abstract_batch(s),
+                                 in_shardings=(s.shardings, s.batch_shardings),
+                                 out_shardings=(s.shardings, replicated(mesh)), donate_argnums=(0,))
+    leaves = jax.tree.leaves(s.abstract)
     state_bytes = int(sum(np.prod(x.shape) * x.dtype.itemsize for x in leaves))
-    params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params)))
+    params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(s.abstract.params)))
     return {
         "config": config.name,
         "params": params,
         "resolution": [config.video.height, config.video.width],
         "video_latent_frames": args.frames,
-        "tokens_per_sample": sft.tokens_per_sample(config),
+        "tokens_per_sample": s.stage.tokens_per_sample(config),
         "mesh": dict(mesh.shape),
         "devices": jax.device_count(),
         "remat_policy": args.remat,
@@ -155,13 +130,13 @@ def _five_b(args) -> dict:
     }
 
 
-def main(argv) -> None:
-    args = _parse(argv)
-    _set_xla_flags(1 if args.skip_5b else args.devices)
+def main(argv=None) -> None:
+    cli.parse(FLAGS, "python -m fc_jax.bench train", argv, description=__doc__.split("\n\n")[0])
+    _set_xla_flags(1 if FLAGS.skip_5b else FLAGS.devices)
     from fc_jax.bench.common import emit
 
-    result = {"benchmark": "train_sft_step", "tiny": _tiny(args.repeats)}
-    if not args.skip_5b:
-        result["5b"] = _five_b(args)
+    result = {"benchmark": "train_sft_step", "tiny": _tiny(FLAGS.repeats)}
+    if not FLAGS.skip_5b:
+        result["5b"] = _five_b(FLAGS)
     result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     emit(result)

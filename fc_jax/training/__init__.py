@@ -1,3 +1,4 @@
-"""Training: mesh and sharding rules (`sharding`), train state (`state`), optax optimizers (`optim`), the compiled
-step (`step`), orbax checkpoints (`checkpoint`), metrics (`logger`), multi-process start-up (`distributed`), the
-stage-1 SFT teacher (`sft`) and the loop (`loop`). Entry point: `python -m fc_jax.train`."""
+"""Training: the driver (`driver.train`), the seam that builds a stage's setup (`setup`), the stage protocol
+(`stage`) and the stages (`stages/`: one module each), with their pieces — mesh and sharding rules (`sharding`),
+train state (`state`), optax optimizers (`optim`), the generic step (`step`), orbax checkpoints (`checkpoint`),
+metrics (`logger`), stage 3's math (`distill`, `rollout`). Entry point: `python -m fc_jax.train`."""

@@ -1,4 +1,5 @@
-"""Stage 3, gradient-reweighted DMD with a self-forcing rollout (REFERENCE §5).
+"""Stage 3, gradient-reweighted DMD with a self-forcing rollout (REFERENCE §5): its state and pure functions
+(the stage plug-in that trains them is `fc_jax.training.stages.gr_dmd`).
 
 Three copies of the one `WanDiT`: the generator (the causal student, from stage 2), the critic or fake score (from
 the stage-1 teacher, trained) and the real score (the stage-1 teacher, frozen, kept outside the state). One
@@ -18,9 +19,8 @@ Models are fed t truncated to an integer; `add_noise` and the x0 conversion use 
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import dataclasses
+from typing import Any, Callable
 
 import flax.linen as nn
 import flax.struct
@@ -29,22 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fc_jax import kv_cache
+from fc_jax import flow, kv_cache
 from fc_jax.losses import dmd_loss, gr_dmd_loss
 from fc_jax.models import dit
-from fc_jax import flow
 from fc_jax.training.rollout import self_forcing_rollout
 from fc_jax.training.sharding import Rules, replicated, tree_shardings
 from fc_jax.training.state import init_inputs, update_ema
-
-# Logical axes of each array of a batch (no accumulation axis: one rollout batch per iteration).
-BATCH_AXES = {
-    "reference": ("batch", "frames", None, None, "channels"),
-    "garment": ("batch", "frames", None, None, "channels"),
-    "context": ("batch", None, None),
-    "negative_context": ("batch", None, None),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class LatentReward:
@@ -286,119 +276,3 @@ def iteration(steps: CompiledSteps, state: DistillState, real, batch, *, seed: i
     metrics["finite"] = bool(m.pop("finite")) and bool(metrics.get("finite", True))
     metrics.update(m)
     return state, metrics
-
-
-def _load_params(path: str, config, abstract_params, what: str):
-    from fc_jax.training.state import load_pretrained
-
-    if not path:
-        return None
-    try:
-        return load_pretrained(path, config, abstract_params)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"config.distill.{what} = {path!r}: could not load DiT parameters from it: {e}") from e
-
-
-def _reward(config) -> LatentReward | None:
-    """The configured reward on latents (VAE decode -> aesthetic score per frame), or None for plain DMD."""
-    d = config.distill
-    if d.reward == "none":
-        return None
-    if d.reward != "aesthetic":
-        raise ValueError(f"config.distill.reward {d.reward!r}: expected 'aesthetic' or 'none'")
-    if not d.vae_from or not d.reward_from:
-        raise ValueError("config.distill.reward='aesthetic' needs config.distill.vae_from and reward_from (fc_jax "
-                         "orbax folders written by `python -m fc_jax.convert`); or set reward='none' for plain DMD")
-    from fc_jax.convert.common import load_params
-    from fc_jax.models import reward, vae
-
-    clip = reward.CLIPVisionConfig()
-    return make_reward(load_params(d.vae_from, vae.abstract_params(config)), reward.aesthetic_scores(clip),
-                       load_params(d.reward_from, reward.reward_target_shapes(clip)), vae_dtype=config.vae.dtype)
-
-
-def train(config, workdir: str) -> dict:
-    """Run stage 3 in `workdir`, resuming from its latest checkpoint (state and data iterator). Returns a summary
-    {step, preempted}. Raises `loop.NonFiniteError` (nothing of that iteration saved) on a non-finite loss."""
-    import os
-    import time
-
-    from fc_jax.data.pipeline import load_empty_prompt
-    from fc_jax import distributed
-    from fc_jax.training import loop, sft
-    from fc_jax.training.checkpoint import Checkpointer
-    from fc_jax.training.logger import MetricLogger
-    from fc_jax.training.optim import make_optimizer
-    from fc_jax.training.sharding import global_batch, logical_rules, logical_sharding, make_mesh
-
-    distributed.initialize(config.distributed.initialize)
-    mesh, rules = make_mesh(config.mesh), logical_rules(config)
-    model = dit.build_model(config)
-    tx_gen, _ = make_optimizer(config.optim)
-    tx_critic, _ = make_optimizer(config.critic_optim)
-    abstract, shardings = state_shardings(model, tx_gen, tx_critic, mesh, rules)
-    _, _, host_rows = loop.batch_layout(config, mesh, rules)
-    builder = sft.open_latent_data(config, workdir)
-    train_data, _, _ = sft.make_data(config, builder, host_rows,
-                                     jax.process_index(), jax.process_count())
-    data_iter = iter(train_data)
-    empty = load_empty_prompt(builder).astype(np.float32)
-    negative = np.zeros((host_rows, config.model.text_len, empty.shape[1]), np.float32)
-    negative[:, : empty.shape[0]] = empty[: config.model.text_len]
-
-    teacher = _load_params(config.distill.teacher_from, config, abstract.critic, "teacher_from")
-    if teacher is None:  # smoke runs: a random teacher
-        teacher = jax.jit(lambda: dit.init_params(model, jax.random.key(config.train.seed)),
-                          out_shardings=shardings.critic)()
-    generator = _load_params(config.distill.generator_from, config, abstract.generator, "generator_from")
-    generator = jax.tree.map(jnp.copy, teacher) if generator is None else generator
-    real = jax.tree.map(jnp.copy, teacher)
-
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=config.checkpoint.keep_last,
-                        keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state = ckpt.restore(latest, abstract, data_iter)
-    else:
-        state = init_state(tx_gen, tx_critic, shardings, generator, teacher, int(config.train.seed))
-    del generator, teacher
-    batch_sh = {k: logical_sharding(v, mesh, rules) for k, v in BATCH_AXES.items()}
-    steps = CompiledSteps(Distiller(model, config, _reward(config)), tx_gen, tx_critic, abstract, shardings,
-                          batch_sh, mesh, rules)
-    num_student_steps = len(config.sampling.student_timesteps)
-    start = step = int(jax.device_get(state.step))
-    total = int(config.train.steps)
-    main = distributed.is_main_process()
-    logger = MetricLogger(workdir, total, start, enabled=main)
-    preemption = loop.Preemption()
-    preempted = False
-    try:
-        while step < total:
-            began = time.perf_counter()
-            local = next(data_iter)
-            ids = local.pop("id")
-            local = {k: local[k] for k in ("reference", "garment", "context")} | {"negative_context": negative}
-            state, metrics = iteration(steps, state, real, global_batch(local, batch_sh), seed=int(config.train.seed),
-                                       generator_every=int(config.distill.generator_every),
-                                       num_student_steps=num_student_steps)
-            if not metrics["finite"]:
-                raise loop.NonFiniteError(
-                    f"iteration {step + 1}: {metrics} not finite. Batch records: {list(map(str, ids))}. The last good "
-                    f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
-            step += 1
-            logger.step(step, {k: float(v) for k, v in metrics.items() if k != "finite"},
-                        time.perf_counter() - began, warmup=step == start + 1)
-            if step % int(config.train.log_every) == 0 or step == total:
-                logger.flush(step, 0)
-            if step % int(config.checkpoint.every) == 0 or step == total:
-                ckpt.save(step, state, data_iter, config)
-            if distributed.any_process(preemption.requested) and step < total:
-                if step % int(config.checkpoint.every):
-                    ckpt.save(step, state, data_iter, config)
-                preempted = True
-                break
-    finally:
-        preemption.restore()
-        ckpt.close()
-        logger.close()
-    return {"step": step, "preempted": preempted}

@@ -1,10 +1,14 @@
 """Training metrics to stdout (progress, rate, ETA), TensorBoard event files (tensorboardX: no TensorFlow
-needed) and `metrics.jsonl` (every step's loss, for tools and tests). Only the main process writes."""
+needed) and `metrics.jsonl` (every step's metrics, for tools and tests). Only the main process writes.
+
+A run resumed at step k first drops the records of steps after k from `metrics.jsonl` (a killed run logged
+them after its last checkpoint; the resumed run logs them again), so the file holds each step once."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -12,6 +16,19 @@ import time
 
 def _eta(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrite the jsonl file at `path` without records of steps > `step` (and without a torn last line)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    keep = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+    if len(keep) != len(lines):
+        with open(path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
 
 
 class MetricLogger:
@@ -30,7 +47,9 @@ class MetricLogger:
 
             os.makedirs(workdir, exist_ok=True)
             self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            path = os.path.join(workdir, "metrics.jsonl")
+            _drop_records_after(path, start_step)
+            self.jsonl = open(path, "a")
 
     def step(self, step: int, metrics: dict[str, float], step_seconds: float, warmup: bool) -> None:
         """Record one optimizer step; `warmup` steps (the first of a run: buffers, caches, data start-up) are
@@ -61,7 +80,8 @@ class MetricLogger:
         if not self.enabled:
             return
         for key, value in scalars.items():
-            self.writer.add_scalar(key, value, step)
+            if math.isfinite(value):  # the first flush of a run may have no timed step yet
+                self.writer.add_scalar(key, value, step)
         self.writer.flush()
         done = step / self.total_steps
         eta = _eta((self.total_steps - step) * sps) if sps == sps else "?"

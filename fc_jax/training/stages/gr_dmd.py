@@ -1,0 +1,141 @@
+"""Stage 3, gradient-reweighted DMD with a self-forcing rollout, as a driver stage (the math is
+`fc_jax.training.distill`).
+
+State `distill.DistillState` (generator, critic, their optimizer states, the generator's EMA). At step 0 the
+generator (and its EMA) come from `config.distill.generator_from` (stage 2), the critic and the frozen real score
+from `config.distill.teacher_from` (stage 1); without them (smoke runs) a random teacher seeded by
+`config.train.seed` is both. Batches: the reference, garment and context of stage 1's latent triplets and the
+empty-prompt embedding as the real score's negative context, [B, ...] (no accumulation). One driver step is one
+iteration (`distill.iteration`: a generator step every `distill.generator_every`-th, then a critic step); each
+exit step of the rollout is a program of its own, compiled on first use.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax.models import dit
+from fc_jax.training import distill
+from fc_jax.training.optim import make_optimizer
+from fc_jax.training.sharding import global_batch
+from fc_jax.training.stage import Stage, StageData, in_context_tokens
+from fc_jax.training.state import load_pretrained
+
+_DEFAULT = object()
+
+
+def _load(path: str, config, abstract_params, what: str):
+    if not path:
+        return None
+    try:
+        return load_pretrained(path, config, abstract_params)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"config.distill.{what} = {path!r}: could not load DiT parameters from it: {e}") from e
+
+
+def configured_reward(config) -> distill.LatentReward | None:
+    """The reward of `config.distill.reward` on latents (VAE decode -> aesthetic score per frame), or None for
+    plain DMD."""
+    d = config.distill
+    if d.reward == "none":
+        return None
+    if d.reward != "aesthetic":
+        raise ValueError(f"config.distill.reward {d.reward!r}: expected 'aesthetic' or 'none'")
+    if not d.vae_from or not d.reward_from:
+        raise ValueError("config.distill.reward='aesthetic' needs config.distill.vae_from and reward_from (fc_jax "
+                         "orbax folders written by `python -m fc_jax.convert`); or set reward='none' for plain DMD")
+    from fc_jax.convert.common import load_params
+    from fc_jax.models import reward, vae
+
+    clip = reward.CLIPVisionConfig()
+    return distill.make_reward(load_params(d.vae_from, vae.abstract_params(config)), reward.aesthetic_scores(clip),
+                               load_params(d.reward_from, reward.reward_target_shapes(clip)),
+                               vae_dtype=config.vae.dtype)
+
+
+class GRDMD(Stage):
+    name = "gr_dmd"
+    batch_axes = {
+        "reference": ("batch", "frames", None, None, "channels"),
+        "garment": ("batch", "frames", None, None, "channels"),
+        "context": ("batch", None, None),
+        "negative_context": ("batch", None, None),
+    }
+    exports = ("ema", "generator", "critic")
+
+    def tokens_per_sample(self, config) -> int:
+        return in_context_tokens(config)
+
+    def optimizers(self, config):
+        """(generator optimizer, critic optimizer) of the config."""
+        return make_optimizer(config.optim)[0], make_optimizer(config.critic_optim)[0]
+
+    def state_layout(self, setup):
+        return distill.state_shardings(setup.model, *self.optimizers(setup.config), setup.mesh, setup.rules)
+
+    def teacher(self, setup):
+        """The stage-1 teacher, laid out like the critic (loaded once per setup): the critic's init and the
+        frozen real score."""
+        if "teacher" not in setup.resources:
+            config = setup.config
+            teacher = _load(config.distill.teacher_from, config, setup.abstract.critic, "teacher_from")
+            if teacher is None:  # smoke runs: a random teacher
+                teacher = jax.jit(lambda: dit.init_params(setup.model, jax.random.key(config.train.seed)),
+                                  out_shardings=setup.shardings.critic)()
+            setup.resources["teacher"] = teacher
+        return setup.resources["teacher"]
+
+    def initial_state(self, setup):
+        config, teacher = setup.config, self.teacher(setup)
+        generator = _load(config.distill.generator_from, config, setup.abstract.generator, "generator_from")
+        generator = jax.tree.map(jnp.copy, teacher) if generator is None else generator
+        return distill.init_state(*self.optimizers(config), setup.shardings, generator, teacher,
+                                  int(config.train.seed))
+
+    def open_data(self, setup, workdir: str) -> StageData:
+        from fc_jax.data import sources
+        from fc_jax.data.pipeline import load_empty_prompt
+
+        config = setup.config
+        builder = sources.open_latent_data(config, workdir)
+        train, skipped, _ = sources.latent_batches(config, builder, setup.host_rows, jax.process_index(),
+                                                   jax.process_count())
+        empty = load_empty_prompt(builder).astype(np.float32)
+        negative = np.zeros((setup.host_rows, config.model.text_len, empty.shape[1]), np.float32)
+        negative[:, : empty.shape[0]] = empty[: config.model.text_len]
+        setup.resources["negative_context"] = negative
+        return StageData(iter(train), skipped, [])
+
+    def device_batch(self, setup, local: dict) -> dict:
+        rows = {k: local[k] for k in ("reference", "garment", "context")}
+        rows["negative_context"] = setup.resources["negative_context"]
+        return global_batch(rows, setup.batch_shardings)
+
+    def abstract_batch(self, setup) -> dict:
+        config = setup.config
+        b = int(config.train.global_batch)
+        h, w, c = config.video.height // 16, config.video.width // 16, config.model.in_channels
+        text = (b, config.model.text_len, config.model.text_dim)
+        shapes = {"reference": (b, 1, h, w, c), "garment": (b, 1, h, w, c), "context": text, "negative_context": text}
+        return {k: jax.ShapeDtypeStruct(s, np.float32, sharding=setup.batch_shardings[k]) for k, s in shapes.items()}
+
+    def compiled_steps(self, setup, reward=_DEFAULT) -> distill.CompiledSteps:
+        """The generator and critic programs (per exit step, compiled on first use); `reward` replaces the
+        configured one (a `distill.LatentReward`, e.g. with abstract parameters for memory benchmarks, or None)."""
+        reward = configured_reward(setup.config) if reward is _DEFAULT else reward
+        return distill.CompiledSteps(distill.Distiller(setup.model, setup.config, reward),
+                                     *self.optimizers(setup.config), setup.abstract, setup.shardings,
+                                     setup.batch_shardings, setup.mesh, setup.rules)
+
+    def compile(self, setup):
+        config = setup.config
+        steps = self.compiled_steps(setup)
+        real = self.teacher(setup)  # never updated: the state's critic is a copy
+        kwargs = dict(seed=int(config.train.seed), generator_every=int(config.distill.generator_every),
+                      num_student_steps=len(config.sampling.student_timesteps))
+        return lambda state, batch: distill.iteration(steps, state, real, batch, **kwargs)
+
+
+STAGE = GRDMD()
