@@ -13,7 +13,8 @@ import tempfile
 _FAST_XLA = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 os.environ["XLA_FLAGS"] = " ".join(dict.fromkeys(os.environ.get("XLA_FLAGS", "").split() + list(_FAST_XLA)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get("FC_JAX_TEST_CACHE") or tempfile.mkdtemp(prefix="jax_cache_")
+# Set once, in the first process that loads this file (pytest-xdist workers inherit it): one cache for all.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.setdefault("FC_JAX_TEST_CACHE", tempfile.mkdtemp(prefix="jax_cache_"))
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 

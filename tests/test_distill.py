@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED = 53  # exit step 0 at iterations 0 and 1: the cheapest rollout, and one critic program for both
+SEED = 53
 
 SHARDED_ITERATION = textwrap.dedent(
     """
@@ -221,7 +221,7 @@ def test_gr_dmd_train_resumes_and_exports_each_network(tmp_path):
     from fc_jax.training.setup import setup
 
     cfg = load_config("gr_dmd:tiny")
-    cfg.train.update(dict(steps=2, seed=59, log_every=1))  # seed 59: exit step 0 at iterations 0-2 (one program)
+    cfg.train.update(dict(steps=2, seed=59, log_every=1))
     cfg.checkpoint.update(dict(every=1, async_save=False))
     cfg.data.synthetic_examples = 16
     workdir = str(tmp_path / "run")

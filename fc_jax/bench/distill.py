@@ -28,7 +28,6 @@ flags.DEFINE_integer("repeats", 5, "timed calls (median)", flag_values=FLAGS)
 flags.DEFINE_bool("memory", False, "also the 5B AOT per-device memory", flag_values=FLAGS)
 flags.DEFINE_string("mesh", '{"data": 1, "fsdp": -1, "tensor": 1, "sequence": 1}', "mesh of the 5B compile (JSON)",
                     flag_values=FLAGS)
-flags.DEFINE_integer("exit_step", 3, "rollout exit step of the 5B compile", flag_values=FLAGS)
 flags.DEFINE_bool("skip_times", False, "only the 5B memory", flag_values=FLAGS)
 flags.DEFINE_bool("reward", True, "5B memory with the reward in the loop (--noreward: without)", flag_values=FLAGS)
 
@@ -67,15 +66,16 @@ def _gr_dmd_ms(repeats: int) -> dict:
     steps, batch = s.stage.compiled_steps(s, reward=None), _random_batch(s)
     holder, real = [s.stage.initial_state(s)], s.stage.teacher(s)
     out = {"batch": int(s.config.train.global_batch), "chunks": int(s.config.distill.num_chunks), "reward": "none"}
+    gen, critic = steps.generator(batch), steps.critic(batch)  # one program each, for every exit step
     for exit_step in (0, 3):
-        gen, critic = steps.generator(exit_step, batch), steps.critic(exit_step, batch)
+        e = steps.exit_step(exit_step)
 
         def run_gen():
-            holder[0], m = gen(holder[0], real, steps.reward_params, batch)
+            holder[0], m = gen(holder[0], real, steps.reward_params, batch, e)
             return m
 
         def run_critic():
-            holder[0], m = critic(holder[0], batch)
+            holder[0], m = critic(holder[0], batch, e)
             return m
 
         out[f"generator_ms_exit{exit_step}"] = median_ms(run_gen, repeats)
@@ -87,9 +87,9 @@ def _gr_dmd_ms(repeats: int) -> dict:
     return out
 
 
-def _memory_5b(mesh_sizes: dict, exit_step: int, with_reward: bool) -> dict:
-    """Compiled per-device memory of the 5B generator and critic steps (batch: one sample per batch shard), the
-    generator's with the aesthetic reward in the loop (VAE decode of the rollout + CLIP ViT-L/14 + LAION head)."""
+def _memory_5b(mesh_sizes: dict, with_reward: bool) -> dict:
+    """Compiled per-device memory of the 5B generator and critic steps (one program each for every exit step;
+    batch: one sample per batch shard), the generator's with the aesthetic reward in the loop (VAE decode of the rollout + CLIP ViT-L/14 + LAION head)."""
     from fc_jax.config import load_config
     from fc_jax.models import reward, vae
     from fc_jax.training import distill
@@ -104,11 +104,11 @@ def _memory_5b(mesh_sizes: dict, exit_step: int, with_reward: bool) -> dict:
                                     reward.reward_target_shapes(clip), vae_dtype=cfg.vae.dtype) if with_reward else None
     steps = s.stage.compiled_steps(s, reward=aesthetic)
     batch = s.stage.abstract_batch(s)
-    out = {"mesh": dict(s.mesh.shape), "global_batch": int(cfg.train.global_batch), "exit_step": exit_step,
+    out = {"mesh": dict(s.mesh.shape), "global_batch": int(cfg.train.global_batch),
            "param_dtype": cfg.model.param_dtype, "dtype": cfg.model.dtype, "remat": cfg.model.remat_policy,
            "attention": cfg.model.attention.backend,
            "reward": "aesthetic (VAE decode + CLIP ViT-L/14 + LAION head)" if with_reward else "none"}
-    for name, compiled in (("generator", steps.generator(exit_step, batch)), ("critic", steps.critic(exit_step, batch))):
+    for name, compiled in (("generator", steps.generator(batch)), ("critic", steps.critic(batch))):
         m = compiled.memory_analysis()
         alias = getattr(m, "alias_size_in_bytes", 0)
         out[name] = {"argument_gib": m.argument_size_in_bytes / 2**30, "temp_gib": m.temp_size_in_bytes / 2**30,
@@ -123,5 +123,5 @@ def main(argv=None) -> None:
     if not FLAGS.skip_times:
         result.update(teacher_forcing_step=_teacher_forcing_ms(FLAGS.repeats), gr_dmd=_gr_dmd_ms(FLAGS.repeats))
     if FLAGS.memory:
-        result["gr_dmd_5b_memory"] = _memory_5b(json.loads(FLAGS.mesh), FLAGS.exit_step, FLAGS.reward)
+        result["gr_dmd_5b_memory"] = _memory_5b(json.loads(FLAGS.mesh), FLAGS.reward)
     emit(result)

@@ -6,8 +6,9 @@ the stage-1 teacher, trained) and the real score (the stage-1 teacher, frozen, k
 iteration = a generator step every `generator_every`-th iteration (the first included), then a critic step:
 
 - rollout: prefill [reference, garment] at t = 0 into a fresh KV cache, generate `num_chunks` chunks of 3 latents
-  with the few-step schedule; one exit step per rollout (drawn on the host, `exit_step`) is the only forward with
-  gradient (`fc_jax.training.rollout`);
+  with the few-step schedule; one exit step per rollout (drawn on the host, `exit_step_for`, and passed to the
+  compiled steps as an argument: one program serves every exit step) is the only forward with gradient
+  (`fc_jax.training.rollout`);
 - generator: t ~ U[0, 1000) per video, shifted, clamped to [20, 980]; `x_t = add_noise(sg(x), ε, t)`; real x0 =
   guided teacher (text-only drop: the negative context, reference and garment kept), fake x0 = conditional critic;
   rewards of the decoded frames (no gradient) weight the frames (`fc_jax.losses.gr_dmd_loss`); without a reward,
@@ -119,7 +120,7 @@ class Distiller:
                                        flow.student_schedule(config.sampling.student_timesteps, self.shift))
         self.config = config
 
-    def rollout(self, params, batch, key, exit_step: int, gradient: bool = True):
+    def rollout(self, params, batch, key, exit_step, gradient: bool = True):
         """Student samples [B, num_chunks·chunk, h, w, C] (gradient through the exit-step forwards only; none and
         one forward per chunk less with `gradient=False`)."""
         ref = batch["reference"].astype(jnp.float32)
@@ -132,7 +133,7 @@ class Distiller:
                                     num_chunks=self.num_chunks, exit_step=exit_step, gradient=gradient)
         return x
 
-    def generator_loss(self, generator, critic, real, reward_params, batch, key, exit_step: int):
+    def generator_loss(self, generator, critic, real, reward_params, batch, key, exit_step):
         """(mean (GR-)DMD loss, aux {dmd_gap}) of one rollout batch; `reward_params` those of `self.reward`."""
         key_roll, key_t, key_noise = jax.random.split(key, 3)
         x = self.rollout(generator, batch, key_roll, exit_step)
@@ -151,7 +152,7 @@ class Distiller:
                                  chunk_frames=int(self.config.student.chunk_frames))
         return losses.mean(), {"dmd_gap": jnp.abs(real_x0 - fake_x0).mean()}
 
-    def critic_loss(self, critic, generator, batch, key, exit_step: int):
+    def critic_loss(self, critic, generator, batch, key, exit_step):
         """Flow MSE of the critic on a no-grad rollout at a fresh shifted t (conditions at t = 0)."""
         key_roll, key_t, key_noise = jax.random.split(key, 3)
         x = jax.lax.stop_gradient(self.rollout(generator, batch, key_roll, exit_step, gradient=False))
@@ -162,11 +163,11 @@ class Distiller:
                                    batch["context"])
         return jnp.mean(jnp.square(v.astype(jnp.float32) - flow.flow_target(x, noise)))
 
-    def generator_step(self, tx: optax.GradientTransformation, exit_step: int):
-        """`step(state, real, reward_params, batch) -> (state, metrics)`: one generator update and its EMA (step
-        unchanged)."""
+    def generator_step(self, tx: optax.GradientTransformation):
+        """`step(state, real, reward_params, batch, exit_step) -> (state, metrics)`: one generator update and its
+        EMA (step unchanged); exit_step an int32 scalar."""
 
-        def step(state: DistillState, real, reward_params, batch):
+        def step(state: DistillState, real, reward_params, batch, exit_step):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), 0)
             (loss, aux), grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
                 state.generator, state.critic, real, reward_params, batch, key, exit_step)
@@ -180,10 +181,10 @@ class Distiller:
 
         return step
 
-    def critic_step(self, tx: optax.GradientTransformation, exit_step: int):
-        """`step(state, batch) -> (state, metrics)`: one critic update; advances `state.step`."""
+    def critic_step(self, tx: optax.GradientTransformation):
+        """`step(state, batch, exit_step) -> (state, metrics)`: one critic update; advances `state.step`."""
 
-        def step(state: DistillState, batch):
+        def step(state: DistillState, batch, exit_step):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), 1)
             loss, grads = jax.value_and_grad(self.critic_loss)(state.critic, state.generator, batch, key, exit_step)
             grad_norm = optax.global_norm(grads)
@@ -216,9 +217,10 @@ def make_reward(vae_params, frame_scores, frame_params, vae_dtype=None) -> Laten
 
 
 class CompiledSteps:
-    """The generator and critic steps compiled ahead of time for a mesh (state donated, in/out shardings), one
-    program per exit step, compiled on first use. The reward's parameters (`reward_params`) are replicated on
-    the mesh; they are put there here unless they are ShapeDtypeStructs (memory benchmarks)."""
+    """The generator and critic steps compiled ahead of time for a mesh (state donated, in/out shardings), each
+    compiled on first use per batch shape; the exit step is an argument, so one program serves every exit step.
+    The reward's parameters (`reward_params`) are replicated on the mesh; they are put there here unless they are
+    ShapeDtypeStructs (memory benchmarks)."""
 
     def __init__(self, distiller: Distiller, tx_gen, tx_critic, abstract, shardings, batch_shardings, mesh, rules):
         self._args = (distiller, tx_gen, tx_critic, abstract, shardings, batch_shardings, mesh, rules)
@@ -230,30 +232,38 @@ class CompiledSteps:
         concrete = all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(params))
         self.reward_params = jax.device_put(params, self._reward_shardings) if concrete else self._reward_abstract
 
-    def generator(self, exit_step: int, batch):
-        return self._get("generator", exit_step, batch)
+    def exit_step(self, value: int) -> jax.Array:
+        """The exit step as the compiled steps take it: an int32 scalar replicated on the mesh."""
+        return jax.device_put(np.int32(value), replicated(self._args[6]))
 
-    def critic(self, exit_step: int, batch):
-        return self._get("critic", exit_step, batch)
+    def generator(self, batch):
+        """`run(state, real, reward_params, batch, exit_step) -> (state, metrics)` for batches shaped as `batch`."""
+        return self._get("generator", batch)
 
-    def _get(self, which: str, exit_step: int, batch):
+    def critic(self, batch):
+        """`run(state, batch, exit_step) -> (state, metrics)` for batches shaped as `batch`."""
+        return self._get("critic", batch)
+
+    def _get(self, which: str, batch):
         from fc_jax.training.sharding import activation_sharding
 
         distiller, tx_gen, tx_critic, abstract, shardings, batch_sh, mesh, rules = self._args
         shapes = {k: v.shape for k, v in batch.items()}
-        key = (which, exit_step, tuple(sorted(shapes.items())))
+        key = (which, tuple(sorted(shapes.items())))
         if key not in self._cache:
             batch_abs = {k: jax.ShapeDtypeStruct(s, np.float32, sharding=batch_sh[k]) for k, s in shapes.items()}
+            exit_abs = jax.ShapeDtypeStruct((), np.int32, sharding=replicated(mesh))
             out = (shardings, replicated(mesh))
             if which == "generator":
-                fn = jax.jit(distiller.generator_step(tx_gen, exit_step),
-                             in_shardings=(shardings, shardings.generator, self._reward_shardings, batch_sh),
+                fn = jax.jit(distiller.generator_step(tx_gen),
+                             in_shardings=(shardings, shardings.generator, self._reward_shardings, batch_sh,
+                                           replicated(mesh)),
                              out_shardings=out, donate_argnums=(0,))
-                args = (abstract, abstract.generator, self._reward_abstract, batch_abs)
+                args = (abstract, abstract.generator, self._reward_abstract, batch_abs, exit_abs)
             else:
-                fn = jax.jit(distiller.critic_step(tx_critic, exit_step), in_shardings=(shardings, batch_sh),
+                fn = jax.jit(distiller.critic_step(tx_critic), in_shardings=(shardings, batch_sh, replicated(mesh)),
                              out_shardings=out, donate_argnums=(0,))
-                args = (abstract, batch_abs)
+                args = (abstract, batch_abs, exit_abs)
             with activation_sharding(mesh, rules):
                 self._cache[key] = fn.lower(*args).compile()
         return self._cache[key]
@@ -262,16 +272,16 @@ class CompiledSteps:
 def iteration(steps: CompiledSteps, state: DistillState, real, batch, *, seed: int, generator_every: int,
               num_student_steps: int):
     """One iteration on the host: the generator step when `state.step % generator_every == 0`, then the critic
-    step. Returns (state, metrics as numpy)."""
+    step, both with the iteration's exit step (`exit_step_for`). Returns (state, metrics as numpy)."""
     step = int(jax.device_get(state.step))
-    exit_step = exit_step_for(seed, step, num_student_steps)
+    exit_step = steps.exit_step(exit_step_for(seed, step, num_student_steps))
     metrics = {}
     if step % generator_every == 0:
-        state, m = steps.generator(exit_step, batch)(state, real, steps.reward_params, batch)
+        state, m = steps.generator(batch)(state, real, steps.reward_params, batch, exit_step)
         metrics.update(jax.device_get(m))
         if not metrics["finite"]:
             return state, metrics
-    state, m = steps.critic(exit_step, batch)(state, batch)
+    state, m = steps.critic(batch)(state, batch, exit_step)
     m = jax.device_get(m)
     metrics["finite"] = bool(m.pop("finite")) and bool(metrics.get("finite", True))
     metrics.update(m)

@@ -27,17 +27,17 @@ from fc_jax.sampling.student import denoise_chunk
 
 
 def self_forcing_rollout(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas, *, num_chunks: int,
-                         exit_step: int, gradient: bool = True):
+                         exit_step, gradient: bool = True):
     """Roll the student out from a freshly prefilled cache (no chunk committed yet).
 
-    timesteps, sigmas: [S] the student schedule (`flow.student_schedule`); exit_step: a Python int in [0, S) —
-    draw it on the host once per rollout (each value compiles once). Returns (latents [B, num_chunks·chunk, h, w, C]
+    timesteps, sigmas: [S] the student schedule (`flow.student_schedule`); exit_step: in [0, S), drawn once per
+    rollout: a Python int (checked) or a traced int32 scalar (one program for every exit step). Returns (latents [B, num_chunks·chunk, h, w, C]
     with gradient w.r.t. `params` through the exit-step forwards only, the final cache (no gradient)).
     `gradient=False` skips the second pass (the same latents, no gradient: the critic's rollout).
     Chunks run under `lax.scan`, so the program does not grow with `num_chunks`.
     """
     steps = timesteps.shape[0]
-    if not 0 <= exit_step < steps:
+    if isinstance(exit_step, int) and not 0 <= exit_step < steps:
         raise ValueError(f"exit_step must be in [0, {steps}); got {exit_step}")
     spec = cache.spec
     if num_chunks > spec.history_chunks + 1:

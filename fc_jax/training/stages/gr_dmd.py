@@ -6,8 +6,8 @@ generator (and its EMA) come from `config.distill.generator_from` (stage 2), the
 from `config.distill.teacher_from` (stage 1); without them (smoke runs) a random teacher seeded by
 `config.train.seed` is both. Batches: the reference, garment and context of stage 1's latent triplets and the
 empty-prompt embedding as the real score's negative context, [B, ...] (no accumulation). One driver step is one
-iteration (`distill.iteration`: a generator step every `distill.generator_every`-th, then a critic step); each
-exit step of the rollout is a program of its own, compiled on first use.
+iteration (`distill.iteration`: a generator step every `distill.generator_every`-th, then a critic step): two
+programs, compiled before the first step; the rollout's exit step is their argument.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class GRDMD(Stage):
         return {k: jax.ShapeDtypeStruct(s, np.float32, sharding=setup.batch_shardings[k]) for k, s in shapes.items()}
 
     def compiled_steps(self, setup, reward=_DEFAULT) -> distill.CompiledSteps:
-        """The generator and critic programs (per exit step, compiled on first use); `reward` replaces the
+        """The generator and critic programs (compiled on first use per batch shape); `reward` replaces the
         configured one (a `distill.LatentReward`, e.g. with abstract parameters for memory benchmarks, or None)."""
         reward = configured_reward(setup.config) if reward is _DEFAULT else reward
         return distill.CompiledSteps(distill.Distiller(setup.model, setup.config, reward),
@@ -132,6 +132,8 @@ class GRDMD(Stage):
     def compile(self, setup):
         config = setup.config
         steps = self.compiled_steps(setup)
+        batch = self.abstract_batch(setup)
+        steps.generator(batch), steps.critic(batch)  # compiled now, so the driver's "compiling" covers them
         real = self.teacher(setup)  # never updated: the state's critic is a copy
         kwargs = dict(seed=int(config.train.seed), generator_every=int(config.distill.generator_every),
                       num_student_steps=len(config.sampling.student_timesteps))
