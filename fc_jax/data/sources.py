@@ -1,16 +1,21 @@
-"""The latent triplets a DiT training stage reads, from the config: a `FashionLatents` data set (made by
-`python -m fc_jax.data.preencode`) or, with `config.data.synthetic`, a synthetic one written once under the
-workdir; and its grain pipelines (training batches per process, fixed evaluation batches)."""
+"""What the training stages read, from the config, with their grain pipelines (training batches per process,
+endless, shuffled, checkpointable; fixed evaluation batches):
+- latent triplets (the DiT stages): a `FashionLatents` data set made by `python -m fc_jax.data.preencode`, or with
+  `config.data.synthetic` a synthetic one written once under the workdir (`open_latent_data`, `latent_batches`);
+- pixel clips (the VAE stage): `FashionTriplets` videos, or with `config.data.tinyworld` a tiny-world data set
+  rendered once under the workdir (`open_triplet_data`), cut into random clips (`clip_batches`)."""
 
 from __future__ import annotations
 
 import os
 import sys
 
+import grain
 import numpy as np
 
 from fc_jax.data import triplets
-from fc_jax.data.pipeline import LatentGeometry, latent_pipeline, load_empty_prompt, take_batches
+from fc_jax.data.pipeline import (BadRecord, LatentGeometry, RecordSource, SkipBadRecords, check_triplet_record,
+                                  latent_pipeline, load_empty_prompt, take_batches)
 from fc_jax.data.synthetic import synthetic_empty_prompt, synthetic_latents
 from fc_jax.distributed import is_main_process, sync
 
@@ -50,17 +55,106 @@ def latent_batches(config, builder, host_batch: int, process_index: int, process
                   process_index=process_index, process_count=process_count)
     train_data, skipped = latent_pipeline(
         builder, data.split, geometry, empty, batch_size=host_batch, seed=train.seed, shuffle=data.shuffle,
-        static_caption_prob=train.static_caption_prob, text_drop_prob=train.text_drop_prob, **common,
+        dynamic_caption_prob=train.dynamic_caption_prob, text_drop_prob=train.text_drop_prob, **common,
     )
     eval_batches = []
     if train.eval_every > 0 and train.eval_batches > 0:
         eval_split = data.eval_split or data.split
         eval_data, _ = latent_pipeline(
             builder, eval_split, geometry, empty, batch_size=host_batch, seed=train.seed, shuffle=False,
-            num_epochs=1, static_caption_prob=0.0, text_drop_prob=0.0, **common,
+            num_epochs=1, dynamic_caption_prob=0.0, text_drop_prob=0.0, **common,
         )
         eval_batches = take_batches(eval_data, int(train.eval_batches))
         if not eval_batches:
             print(f"warning: {builder.name}/{eval_split} has fewer than {host_batch} usable records per process, "
                   f"one evaluation batch; evaluation is off", file=sys.stderr, flush=True)
     return train_data, skipped, eval_batches
+
+
+def negative_prompt(config, builder) -> np.ndarray:
+    """The real score's unconditional text embedding [n, text_dim] (float32), the first found of:
+    1. `config.sampling.negative_embedding`: an .npy file holding it;
+    2. the embedding of `config.sampling.negative_prompt` (the authors' negative prompt by default) that
+       `python -m fc_jax.data.preencode` wrote beside the latent data set (its text must match);
+    3. with `config.data.synthetic` (no text encoder there): the data set's empty-prompt embedding.
+    A real data set without one (preencoded before negative prompts were stored) is an error naming the fixes."""
+    from fc_jax.data.pipeline import load_negative_prompt
+
+    path, dim = config.sampling.negative_embedding, config.model.text_dim
+    if path:
+        embedding = np.load(path, allow_pickle=False)
+        if embedding.ndim != 2 or embedding.shape[1] != dim or embedding.shape[0] > config.model.text_len:
+            raise ValueError(f"config.sampling.negative_embedding {path}: expected a [n <= {config.model.text_len}, "
+                             f"{dim}] array; found {embedding.shape}")
+        return embedding.astype(np.float32)
+    embedding = load_negative_prompt(builder, config.sampling.negative_prompt)
+    if embedding is not None:
+        return embedding.astype(np.float32)
+    if config.data.synthetic:
+        return load_empty_prompt(builder).astype(np.float32)
+    raise FileNotFoundError(
+        f"{builder.name} under {builder.data_dir} holds no negative-prompt embedding (negative_prompt.npy): run "
+        f"`python -m fc_jax.data.preencode` again, or set config.sampling.negative_embedding to an .npy [n, {dim}] "
+        f"embedding of config.sampling.negative_prompt")
+
+
+def open_triplet_data(config, workdir: str):
+    """The `FashionTriplets` builder of `config.data` (with `data.tinyworld`, a tiny-world data set of
+    `data.tinyworld_examples` train and eval records at the config's video geometry, rendered once under
+    WORKDIR/tinyworld_data by the main process)."""
+    data = config.data
+    if not data.get("tinyworld", False):
+        if not data.data_dir:
+            raise ValueError("config.data.data_dir is empty: point it at a FashionTriplets data set (curation's "
+                             "output, or `python -m fc_jax.tinyworld write`), or set config.data.tinyworld=True")
+        return triplets.open_builder("triplets", data.data_dir)
+    from fc_jax.tinyworld.dataset import write_tinyworld
+
+    data_dir = os.path.join(workdir, "tinyworld_data")
+    if is_main_process() and not triplets.FashionTriplets(data_dir=data_dir).is_prepared():
+        n, v = int(data.tinyworld_examples), config.video
+        write_tinyworld(data_dir, {"train": n, "eval": max(n // 8, 1)}, height=v.height, width=v.width,
+                        num_frames=v.num_frames)
+    sync("tiny-world data written")
+    return triplets.open_builder("triplets", data_dir)
+
+
+class RandomClip(grain.transforms.RandomMap):
+    """Triplet record -> {"video": uint8 [clip_frames, H, W, 3] starting at a uniformly drawn frame, "id"}."""
+
+    def __init__(self, clip_frames: int):
+        self.clip_frames = int(clip_frames)
+
+    def random_map(self, example, rng: np.random.Generator):
+        if isinstance(example, BadRecord):  # dropped (and counted) by the filter after this
+            return example
+        video = example["video"]
+        start = int(rng.integers(0, video.shape[0] - self.clip_frames + 1))
+        return {"video": video[start : start + self.clip_frames], "id": example["id"]}
+
+
+def clip_batches(config, builder, host_batch: int, process_index: int, process_count: int):
+    """(training batches of `config.vae_train.clip_frames`-frame clips per host: an endless, shuffled grain
+    pipeline; its bad-record filter; fixed evaluation batches: the first clip of the first eval records)."""
+    data, v = config.data, config.video
+    frames = int(config.vae_train.clip_frames)
+    if (frames - 1) % 4 or frames > v.num_frames:
+        raise ValueError(f"config.vae_train.clip_frames {frames}: must be 4k+1 and at most the videos' "
+                         f"{v.num_frames} frames")
+    check = lambda ex: check_triplet_record(ex, v.num_frames, v.height, v.width)
+    skip = SkipBadRecords(data.on_bad_record)
+    options = grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch)
+
+    def source(split):
+        return grain.MapDataset.source(RecordSource(builder, split)).slice(slice(process_index, None, process_count))
+
+    train = source(data.split).shuffle(seed=config.train.seed) if data.shuffle else source(data.split)
+    train = train.repeat(None).map(check).random_map(RandomClip(frames), seed=config.train.seed)
+    train = train.to_iter_dataset(options).filter(skip).batch(host_batch, drop_remainder=True)
+    eval_batches = []
+    if config.train.eval_every > 0 and config.train.eval_batches > 0:
+        first = lambda ex: {"video": ex["video"][:frames], "id": ex["id"]}
+        ev = source(data.eval_split or data.split).map(check).to_iter_dataset(options)
+        ev = ev.filter(SkipBadRecords(data.on_bad_record)).map(first).batch(host_batch, drop_remainder=True)
+        eval_batches = take_batches(ev, int(config.train.eval_batches))
+    return train, skip, eval_batches

@@ -19,7 +19,8 @@ once for the first chunk and once per later chunk length. Decoding in chunks of 
 frames as decoding all 7 at once.
 
 Public functions (pure, over explicit pytrees): `init_params`, `abstract_params`, `encode_video`,
-`encode_image`, `decode`, `init_encode_cache` / `encode_chunk`, `init_decode_cache` / `decode_chunk`.
+`encode_image`, `decode`, `init_encode_cache` / `encode_chunk`, `init_decode_cache` / `decode_chunk`, and for
+training the differentiable `posterior_moments` (raw mu, log-variance) and `decode_raw` (unclipped).
 The architecture is read from the parameter shapes (`VAEArch.from_params`), so these take no config.
 """
 
@@ -629,7 +630,10 @@ def _unchunk(x: Array) -> Array:
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
-def _encode_video(params, video, key, dtype):
+def posterior_moments(params, video: Array, dtype: Dtype | None = None) -> tuple[Array, Array]:
+    """Pixels [B, 4k+1, H, W, 3] in [-1, 1] -> the raw (un-normalised) posterior mean and log-variance
+    [B, k+1, H/16, W/16, z_dim], as `encode_video` computes them (frame 0 alone, then 4 frames at a time). A pure,
+    differentiable function (VAE training); not checked, not jitted."""
     arch = VAEArch.from_params(params, dtype)
     (mu, logvar), history = _apply(arch, params, None, WanVAE.encode, video[:, :1], True)
     if video.shape[1] > 1:
@@ -641,7 +645,11 @@ def _encode_video(params, video, key, dtype):
         _, (mus, logvars) = lax.scan(step, history, _chunks(video[:, 1:], arch.time_stride))
         mu = jnp.concatenate([mu, _unchunk(mus)], axis=1)
         logvar = jnp.concatenate([logvar, _unchunk(logvars)], axis=1)
-    return normalize_latents(_posterior(mu, logvar, key))
+    return mu, logvar
+
+
+def _encode_video(params, video, key, dtype):
+    return normalize_latents(_posterior(*posterior_moments(params, video, dtype), key))
 
 
 _encode_video_jit = jax.jit(_encode_video, static_argnames=("dtype",))
@@ -667,9 +675,10 @@ def encode_image(params, image: Array, key: Array | None = None, dtype: Dtype | 
     return encode_video(params, image[:, None], key, dtype)
 
 
-def _decode(params, latents, dtype):
+def decode_raw(params, z: Array, dtype: Dtype | None = None) -> Array:
+    """Raw (un-normalised) latents [B, f, h, w, z_dim] -> pixels [B, 4(f-1)+1, 16h, 16w, 3], NOT clipped, as
+    `decode` computes them (one latent frame at a time). A pure, differentiable function (VAE training)."""
     arch = VAEArch.from_params(params, dtype)
-    z = denormalize_latents(latents)
     frames, history = _apply(arch, params, None, WanVAE.decode, z[:, :1], True)
     if z.shape[1] > 1:
 
@@ -679,7 +688,11 @@ def _decode(params, latents, dtype):
 
         _, rest = lax.scan(step, history, _chunks(z[:, 1:], 1))
         frames = jnp.concatenate([frames, _unchunk(rest)], axis=1)
-    return jnp.clip(frames, -1.0, 1.0)
+    return frames
+
+
+def _decode(params, latents, dtype):
+    return jnp.clip(decode_raw(params, denormalize_latents(latents), dtype), -1.0, 1.0)
 
 
 _decode_jit = jax.jit(_decode, static_argnames=("dtype",))

@@ -14,9 +14,10 @@ A stage is one file under `fc_jax/training/stages/` named as `config.stage` ("sf
   export first (`python -m fc_jax.export`).
 Everything else (resume, the NaN guard, logging, saves, signals) is the driver's (`fc_jax.training.driver`).
 
-`SingleNetworkStage` is the form of stages 1 and 2: one network trained on a loss `loss(model, config, params,
-micro_batch, key)`, gradients accumulated over `config.optim.grad_accum_steps` micro-batches, optional EMA, on
-the latent triplets of `fc_jax.data.sources`.
+`SingleNetworkStage` is the form of stages 1 and 2 (and of the VAE stage, which overrides its network, state
+layout and data): one network trained on a loss `loss(model, config, params, micro_batch, key)`, gradients
+accumulated over `config.optim.grad_accum_steps` micro-batches, optional EMA; by default a `WanDiT` on the latent
+triplets of `fc_jax.data.sources`.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def in_context_tokens(config) -> int:
 
 
 class SingleNetworkStage(Stage):
-    """One `WanDiT` trained on `loss` (stages 1 and 2): state `TrainState`, batches [accum, micro, ...] of latent
-    triplets, the loss on fixed batches as evaluation (`eval/loss`)."""
+    """One network trained on `loss`: state `TrainState`, batches [accum, micro, ...], the loss on fixed batches
+    as evaluation (`eval/loss`); by default (stages 1 and 2) a `WanDiT` on latent triplets."""
 
     # Logical axes of each array of a batch; the leading None is the micro-batch (accumulation) axis.
     batch_axes = {

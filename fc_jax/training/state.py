@@ -35,7 +35,7 @@ def init_inputs(model):
     return latents, jnp.zeros((1,), jnp.float32), jnp.zeros((1, 1, cfg.text_dim), jnp.float32)
 
 
-def _fresh_state(params, tx: optax.GradientTransformation, seed: int, use_ema: bool) -> TrainState:
+def fresh_state(params, tx: optax.GradientTransformation, seed: int, use_ema: bool) -> TrainState:
     """Step 0 around `params`: a new optimizer state, the seed's RNG, EMA starting at `params` if used."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -48,7 +48,7 @@ def _fresh_state(params, tx: optax.GradientTransformation, seed: int, use_ema: b
 
 def _boxed_state(model, tx: optax.GradientTransformation, seed: int, use_ema: bool) -> TrainState:
     """The state with flax's logical-partitioning boxes still on (trace this with `jax.eval_shape` only)."""
-    return _fresh_state(model.init(jax.random.key(seed), *init_inputs(model))["params"], tx, seed, use_ema)
+    return fresh_state(model.init(jax.random.key(seed), *init_inputs(model))["params"], tx, seed, use_ema)
 
 
 def state_shardings(model, tx, mesh, rules: Rules, use_ema: bool) -> tuple[TrainState, TrainState]:
@@ -69,7 +69,7 @@ def init_state(model, tx, shardings: TrainState, seed: int, use_ema: bool, param
     def init(params):
         if params is None:
             params = nn.unbox(model.init(jax.random.key(seed), *init_inputs(model))["params"])
-        return _fresh_state(params, tx, seed, use_ema)
+        return fresh_state(params, tx, seed, use_ema)
 
     if params is None:
         return jax.jit(lambda: init(None), out_shardings=shardings)()

@@ -1,0 +1,118 @@
+"""The VAE stage: a Wan2.2 VAE (`fc_jax.models.vae`, any width; the latent format is the real one: 48 channels,
+16x spatial, 4x temporal) trained on pixel clips, as Wan's VAE is trained without its GAN and perceptual terms.
+
+Per clip x [B, F, H, W, 3] (uint8 -> [-1, 1]): the encoder's posterior (mu, log σ²) over the raw latents, a sample
+z = mu + σ·ε, the unclipped decode x̂ of z; loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
+`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). Evaluation: the loss at a fixed key (`eval/loss`) and the
+PSNR of the clipped posterior-mean reconstruction against the clip on fixed eval clips (`eval/psnr_db`).
+Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame clips of triplet videos).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax.models import vae
+from fc_jax.training.optim import make_optimizer
+from fc_jax.training.sharding import activation_sharding, replicated
+from fc_jax.training.stage import SingleNetworkStage, StageData
+from fc_jax.training.state import fresh_state
+
+
+def to_pixels(video_u8) -> jax.Array:
+    """uint8 [..., 3] -> float32 in [-1, 1]."""
+    return video_u8.astype(jnp.float32) / 127.5 - 1.0
+
+
+def vae_loss(params, video_u8, key, kl_weight: float, mse_weight: float) -> jax.Array:
+    """The reconstruction + KL loss of one micro-batch of clips uint8 [B, 4k+1, H, W, 3]."""
+    x = to_pixels(video_u8)
+    mu, logvar = vae.posterior_moments(params, x)
+    logvar = jnp.clip(logvar, -30.0, 20.0)
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+    error = vae.decode_raw(params, z) - x
+    kl = 0.5 * jnp.mean(jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar)
+    return jnp.mean(jnp.abs(error)) + mse_weight * jnp.mean(jnp.square(error)) + kl_weight * kl
+
+
+def psnr_db(params, video_u8) -> jax.Array:
+    """PSNR (dB, peak 255) of the clipped posterior-mean reconstruction of clips uint8 [B, F, H, W, 3]."""
+    x = to_pixels(video_u8)
+    mu, _ = vae.posterior_moments(params, x)
+    recon = jnp.clip(vae.decode_raw(params, mu), -1.0, 1.0)
+    mse = jnp.mean(jnp.square((recon - x) * 127.5))
+    return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
+
+
+class VAE(SingleNetworkStage):
+    name = "vae"
+    batch_axes = {"video": (None, "batch", "frames", None, None, "channels")}
+
+    def build_model(self, config):
+        """The architecture of `config.vae` (the VAE's functions read it from the parameters)."""
+        return vae.VAEArch.from_config(config)
+
+    def tokens_per_sample(self, config) -> int:
+        """Latent positions of one clip."""
+        frames = (int(config.vae_train.clip_frames) - 1) // 4 + 1
+        return frames * (config.video.height // 16) * (config.video.width // 16)
+
+    def loss(self, model, config, params, batch, key) -> jax.Array:
+        t = config.vae_train
+        return vae_loss(params, batch["video"], key, float(t.kl_weight), float(t.mse_weight))
+
+    def state_layout(self, setup):
+        """The state, replicated on the mesh (a data-parallel VAE: its parameters carry no logical axes)."""
+        tx, _ = make_optimizer(setup.config.optim)
+        use_ema = self._use_ema(setup.config)
+        shapes = jax.eval_shape(lambda p: fresh_state(p, tx, 0, use_ema), vae.abstract_params(setup.config))
+        shardings = jax.tree.map(lambda _: replicated(setup.mesh), shapes)
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+        return abstract, shardings
+
+    def initial_state(self, setup):
+        config = setup.config
+        tx, _ = make_optimizer(config.optim)
+        if config.train.init_from:
+            from fc_jax.convert.common import load_params
+
+            params = load_params(config.train.init_from, setup.abstract.params)
+        else:
+            params = vae.init_params(config, jax.random.key(config.train.seed))
+        init = lambda p: fresh_state(p, tx, config.train.seed, self._use_ema(config))
+        return jax.jit(init, out_shardings=setup.shardings)(params)
+
+    def open_data(self, setup, workdir: str) -> StageData:
+        from fc_jax.data import sources
+
+        builder = sources.open_triplet_data(setup.config, workdir)
+        train, skipped, eval_batches = sources.clip_batches(setup.config, builder, setup.host_rows,
+                                                            jax.process_index(), jax.process_count())
+        return StageData(iter(train), skipped, eval_batches)
+
+    def abstract_batch(self, setup) -> dict:
+        v = setup.config.video
+        shape = (setup.accum, setup.micro, int(setup.config.vae_train.clip_frames), v.height, v.width, 3)
+        return {"video": jax.ShapeDtypeStruct(shape, np.uint8, sharding=setup.batch_shardings["video"])}
+
+    def eval_hooks(self, setup, data: StageData):
+        """`eval/loss` (the stage's) and `eval/psnr_db` of the EMA parameters where there are some, else the
+        parameters, on the fixed evaluation clips."""
+        hooks = super().eval_hooks(setup, data)
+        if not data.eval_batches:
+            return hooks
+        jitted = jax.jit(lambda p, b: jax.lax.map(lambda micro: psnr_db(p, micro["video"]), b).mean(),
+                         out_shardings=replicated(setup.mesh))
+        batches = [self.device_batch(setup, b) for b in data.eval_batches]
+
+        def psnr(step, state):
+            params = state.params if state.ema_params is None else state.ema_params
+            with activation_sharding(setup.mesh, setup.rules):
+                return {"eval/psnr_db": float(np.mean([float(jax.device_get(jitted(params, b))) for b in batches]))}
+
+        return hooks + [psnr]
+
+
+STAGE = VAE()
