@@ -34,7 +34,8 @@ A subcommand's flags::
   everything is positional. `-h` / `--help` prints `prog`'s usage, `description` and flags to stdout and exits
   with status 0. An unknown flag, a bad value, a missing required flag or (unless `positional` names them, e.g.
   `positional="NETWORK"`) a positional argument prints the usage line and a one-line
-  `PROG: error: ...` naming the flag to stderr and exits with status 2 (argparse's convention).
+  `PROG: error: ...` naming the flag to stderr and exits with status 2 (argparse's convention). It also calls
+  `quiet_known_warnings()` (jax's TPU probe note on hosts without a TPU plugin).
 - `subcommand(prog, commands, argv=None, *, description="") -> (name, rest)`: for `prog NAME [flags]`:
   `commands` maps each NAME to a one-line help; returns the chosen NAME and the arguments after it. No NAME,
   an unknown one, or `--help` before it: the list of commands (stdout and status 0 for `--help`, else stderr
@@ -48,14 +49,31 @@ A subcommand's flags::
   `:` to a file, raising ValueError with the reason when there is none; without it the value must be a path.
   The value is an unlocked `ml_collections.ConfigDict`.
 - `fail(prog, message)`: the usage error of `parse` (status 2), for checks of flag combinations after parsing.
+
+What a command finds wrong with its inputs after parsing (a missing or unreadable file, an impossible length, a
+checkpoint for another model) is a `UserError`, raised with a message saying what was expected, what was found
+and what to do, and checked before anything slow starts (building weights, compiling). The command's body runs
+under `user_errors(prog, debug)`, which prints a UserError as one line `PROG: error: MESSAGE` and exits with
+status 2; any other exception is a bug and keeps its traceback. `DEFINE_debug(flag_values)` adds `--debug`, which
+shows the traceback of a user error too:
+
+    def main(argv=None):
+        cli.parse(FLAGS, PROG, argv)
+        with cli.user_errors(PROG, FLAGS.debug):
+            if not os.path.isfile(FLAGS.src):
+                raise cli.UserError(f"--src={FLAGS.src}: no such file; give the checkpoint to read")
+            ...
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import textwrap
-from typing import Callable, Iterable, Mapping, Sequence
+import traceback
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from absl import flags
 
@@ -74,6 +92,54 @@ def fail(prog: str, message: str, positional: str | None = None):
     print(_usage(prog, positional), file=sys.stderr)
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
     raise SystemExit(2)
+
+
+class UserError(Exception):
+    """Something wrong with what the user gave (a file, a value, flags that do not go together), not a bug; the
+    message says what was expected, what was found and what to do. See `user_errors`."""
+
+
+@contextlib.contextmanager
+def user_errors(prog: str, debug: bool = False) -> Iterator[None]:
+    """Run a command's body: a `UserError` prints `PROG: error: MESSAGE` as one line on stderr (after its
+    traceback when `debug`) and exits with status 2; other exceptions propagate with their tracebacks."""
+    try:
+        yield
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def DEFINE_debug(flag_values: flags.FlagValues) -> flags.FlagHolder:  # noqa: N802 (absl's naming)
+    """`--debug`: show the Python traceback of a user error too (see `user_errors`)."""
+    return flags.DEFINE_bool("debug", False, "show the Python traceback of an input error too (for bug reports)",
+                             flag_values=flag_values)
+
+
+class _DropRecords(logging.Filter):
+    """Drops log records whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+# jax's note when its PCI probe sees Google TPU hardware but no TPU plugin is installed: every command on such a
+# host would print it. The training driver's first line names the platform it runs on instead.
+_TPU_PROBE = _DropRecords("A Google TPU may be present on this machine")
+
+
+def quiet_known_warnings() -> None:
+    """Silence the known harmless warnings of the libraries below every command (idempotent): jax's TPU probe
+    note. (TensorFlow Datasets' banners and progress bars are silenced where fc_jax writes a data set.)"""
+    logger = logging.getLogger("jax._src.xla_bridge")
+    if _TPU_PROBE not in logger.filters:
+        logger.addFilter(_TPU_PROBE)
 
 
 def _wants_help(argv: Sequence[str]) -> bool:
@@ -215,6 +281,7 @@ def parse(flag_values: flags.FlagValues, prog: str, argv: Iterable[str] | None =
     """Parse `argv` (default: `sys.argv[1:]`) into `flag_values`; return the positional arguments.
     `--help`: print the flags, exit 0. Bad flags, values, or unexpected positional arguments: usage, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_known_warnings()
     _reset(flag_values)
     if _wants_help(argv):
         print(help_text(flag_values, prog, description=description, positional=positional))
@@ -226,7 +293,8 @@ def parse(flag_values: flags.FlagValues, prog: str, argv: Iterable[str] | None =
         sys.argv = [prog, *argv]
         rest = flag_values([prog, *argv])[1:]
     except (flags.Error, ValueError) as e:
-        fail(prog, str(e), positional)
+        fail(prog, str(e).replace("invalid literal for int() with base 10:", "expected a whole number, got"),
+             positional)
     except (KeyError, AttributeError) as e:  # ml_collections: a `--config.FIELD=VALUE` for no such field
         field = str(e.args[0] if e.args else e).strip("'\"")
         fail(prog, f"a --NAME.FIELD=VALUE override names no field of the config: {field}", positional)

@@ -1,5 +1,5 @@
 """Export one network from a training checkpoint: `python -m fc_jax.export --workdir=DIR --dst=DIR [--step=N]
-[--which=NAME]`.
+[--which=NAME] [--vae=DIR (--text_cache=FILE | --umt5=DIR)]`.
 
 Every stage checkpoints its whole state (parameters, optimizer moments, EMA, RNG) under `WORKDIR/checkpoints`;
 the next stage (`config.train.init_from`, `config.distill.teacher_from`, `generator_from`) and inference
@@ -10,11 +10,18 @@ model-sized trees) and writes it with `fc_jax.convert.common.save_params`.
 `--which` names a field of the saved state: `params` or `ema_params` (stages 1 and 2), `generator`, `ema` or
 `critic` (stage 3). The default is the first of the run's stage's `exports` (`fc_jax.training.stages`; the stage is
 read from the config saved with the checkpoint) that the state holds: the EMA where there is one.
+
+With `--vae` (a VAE parameter folder from `python -m fc_jax.convert vae`) and a text source, `--text_cache` (an
+`fc_jax.text.EmbeddingCache` .npz holding the prompts to generate with) or `--umt5` (a folder from `python -m
+fc_jax.convert umt5`; generate then needs `--tokenizer`), DST becomes a complete generate-ready checkpoint:
+`DST/dit` (the exported parameters), `DST/vae`, and `DST/text_cache.npz` or `DST/umt5` (copies), for
+`python -m fc_jax.generate --checkpoint=DST`. Every input is checked before anything is read or written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import jax
@@ -23,7 +30,9 @@ from absl import flags
 from etils import epath
 
 from fc_jax import cli
-from fc_jax.convert.common import save_params
+from fc_jax.convert.common import is_orbax_checkpoint, save_params
+
+PROG = "python -m fc_jax.export"
 
 FLAGS = flags.FlagValues()  # private: importing export_parameters defines no global flags
 flags.DEFINE_string("workdir", None, "the training run's folder (holds checkpoints/)", flag_values=FLAGS)
@@ -32,7 +41,14 @@ flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag
 flags.DEFINE_string("which", None,
                     "state field: params | ema_params | generator | ema | critic (default: the EMA if any)",
                     flag_values=FLAGS)
+flags.DEFINE_string("vae", None, "with a text source: VAE parameter folder (fc_jax.convert vae) copied to DST/vae, "
+                    "making DST a generate-ready checkpoint with the parameters in DST/dit", flag_values=FLAGS)
+flags.DEFINE_string("text_cache", None, "with --vae: EmbeddingCache .npz of the prompts, copied to "
+                    "DST/text_cache.npz", flag_values=FLAGS)
+flags.DEFINE_string("umt5", None, "with --vae: umT5 parameter folder (fc_jax.convert umt5) copied to DST/umt5",
+                    flag_values=FLAGS)
 flags.mark_flags_as_required(["workdir", "dst"], flag_values=FLAGS)
+cli.DEFINE_debug(FLAGS)
 
 def _state_tree(checkpoints: str, step: int) -> dict:
     """The saved state's metadata tree {field: ArrayMetadata tree | None} of `step`."""
@@ -72,8 +88,8 @@ def resolve_step(checkpoints: str, step: int | None) -> int:
     return step
 
 
-def read_parameters(checkpoints: str, step: int, which: str | None = None) -> tuple[str, dict]:
-    """(the field read, its parameter tree as host-local jax Arrays on one device) from step `step`."""
+def resolve_which(checkpoints: str, step: int, which: str | None) -> str:
+    """`which`, checked to be a parameter tree of the state of `step`, or the stage's default export."""
     tree = _state_tree(checkpoints, step)
     fields = _parameter_fields(tree)
     if which is None:
@@ -82,6 +98,12 @@ def read_parameters(checkpoints: str, step: int, which: str | None = None) -> tu
             raise ValueError(f"{checkpoints}/{step}: no parameter tree among the state's fields {list(tree)}")
     elif which not in fields:
         raise ValueError(f"--which={which!r}: the state of {checkpoints}/{step} has parameter trees {fields}")
+    return which
+
+
+def read_parameters(checkpoints: str, step: int, which: str) -> dict:
+    """The parameter tree `which` (`resolve_which`) of step `step`, as host-local jax Arrays on one device."""
+    tree = _state_tree(checkpoints, step)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     target = {which: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree[which])}
     restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
@@ -89,28 +111,89 @@ def read_parameters(checkpoints: str, step: int, which: str | None = None) -> tu
         restored = checkpointer.restore(_state_dir(checkpoints, step),
                                         args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
                                                                     partial_restore=True))
-    return which, restored[which]
+    return restored[which]
 
 
-def export_parameters(workdir: str, dst: str, step: int | None = None, which: str | None = None) -> dict:
-    """Write the parameters `which` of `step` (default: latest) of the run in `workdir` to the new folder `dst`.
-    Returns a summary {step, which, parameters, dst}."""
+def generate_parts(vae: str | None, text_cache: str | None, umt5: str | None) -> dict[str, str]:
+    """{name in the generate-ready folder: source} for `--vae` plus `--text_cache` or `--umt5` (empty without
+    them); ValueError / FileNotFoundError naming the flag when one is missing, not what it should be, or alone."""
+    if not (vae or text_cache or umt5):
+        return {}
+    if not vae or not (text_cache or umt5):
+        raise ValueError("a generate-ready checkpoint needs --vae and a text source (--text_cache or --umt5); got "
+                         + ", ".join(f"--{n}" for n, v in (("vae", vae), ("text_cache", text_cache), ("umt5", umt5))
+                                     if v))
+    parts = {"vae": vae}
+    for flag, path in (("vae", vae), ("umt5", umt5)):
+        if path and not (os.path.isdir(path) and is_orbax_checkpoint(path)):
+            found = "a folder without orbax metadata" if os.path.isdir(path) else "no such folder"
+            raise FileNotFoundError(f"--{flag}={path}: expected a parameter folder written by `python -m "
+                                    f"fc_jax.convert {flag}`; found {found}")
+    if umt5:
+        parts["umt5"] = umt5
+    if text_cache:
+        from fc_jax.text import EmbeddingCache
+
+        try:
+            cache = EmbeddingCache.load(text_cache)
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"--text_cache={text_cache}: expected an fc_jax.text.EmbeddingCache .npz; it does not "
+                             f"read ({type(e).__name__}: {e})") from e
+        if not len(cache):
+            raise ValueError(f"--text_cache={text_cache} holds no prompt; add the prompts you will generate with")
+        parts["text_cache.npz"] = text_cache
+    return parts
+
+
+def _copy(src: str, dst: epath.Path) -> None:
+    """Copy the file or folder `src` to `dst` (which must not exist)."""
+    source = epath.Path(src)
+    if source.is_file():
+        source.copy(dst)
+        return
+    dst.mkdir(parents=True)
+    for child in source.iterdir():
+        _copy(str(child), dst / child.name)
+
+
+def check_export(workdir: str, dst: str, step: int | None = None, which: str | None = None) -> tuple[str, int, str]:
+    """(checkpoints folder, step, field) of an export, each checked (FileExistsError, FileNotFoundError or
+    ValueError naming it): `dst` new, the run's checkpoints there, the step saved, the field a parameter tree."""
     if epath.Path(dst).exists():
-        raise FileExistsError(f"--dst {dst} already exists; choose a new folder")
+        raise FileExistsError(f"--dst={dst} already exists; choose a new folder")
     checkpoints = str(epath.Path(workdir) / "checkpoints")
     step = resolve_step(checkpoints, step)
-    print(f"reading {which or 'the default parameters'} of step {step} from {checkpoints}", file=sys.stderr)
-    which, params = read_parameters(checkpoints, step, which)
+    return checkpoints, step, resolve_which(checkpoints, step, which)
+
+
+def export_parameters(workdir: str, dst: str, step: int | None = None, which: str | None = None,
+                      parts: dict[str, str] | None = None) -> dict:
+    """Write the parameters `which` of `step` (default: latest) of the run in `workdir` to the new folder `dst`;
+    with `parts` ({name: source}, `generate_parts`) to `dst/dit`, the parts copied beside it. Returns a summary
+    {step, which, parameters, dst, parts}."""
+    checkpoints, step, which = check_export(workdir, dst, step, which)
+    print(f"reading {which} of step {step} from {checkpoints}", file=sys.stderr)
+    params = read_parameters(checkpoints, step, which)
     count = sum(int(x.size) for x in jax.tree.leaves(params))
-    print(f"writing {which}: {count:,} parameters to {dst}", file=sys.stderr)
-    save_params(params, dst)
-    return {"step": step, "which": which, "parameters": count, "dst": dst}
+    target = str(epath.Path(dst) / "dit") if parts else dst
+    print(f"writing {which}: {count:,} parameters to {target}", file=sys.stderr)
+    save_params(params, target)
+    for name, source in (parts or {}).items():
+        print(f"copying {source} to {epath.Path(dst) / name}", file=sys.stderr)
+        _copy(source, epath.Path(dst) / name)
+    return {"step": step, "which": which, "parameters": count, "dst": dst, "parts": ["dit", *parts] if parts else []}
 
 
 def main(argv: list[str] | None = None) -> None:
     """`argv`: the arguments after the program name (default: sys.argv[1:])."""
-    cli.parse(FLAGS, "python -m fc_jax.export", argv, description=__doc__.split("\n\n")[0])
-    print(json.dumps(export_parameters(FLAGS.workdir, FLAGS.dst, FLAGS.step, FLAGS.which)))
+    cli.parse(FLAGS, PROG, argv, description=__doc__.split("\n\n")[0])
+    with cli.user_errors(PROG, FLAGS.debug):
+        try:  # every input checked before anything is read or written
+            parts = generate_parts(FLAGS.vae, FLAGS.text_cache, FLAGS.umt5)
+            _, step, which = check_export(FLAGS.workdir, FLAGS.dst, FLAGS.step, FLAGS.which)
+        except (FileNotFoundError, FileExistsError, ValueError) as e:
+            raise cli.UserError(str(e)) from e
+        print(json.dumps(export_parameters(FLAGS.workdir, FLAGS.dst, step, which, parts)))
 
 
 def run() -> None:

@@ -11,7 +11,8 @@ valid part is therefore always a prefix `[0, write_offset + chunk_tokens)`, whic
 
 Operations (each returns a new cache; none mutates its input):
   prefill, denoise (reads), commit (the t = 0 context pass), refresh_garment, withdraw_history,
-  disentangle_reference, switch_garment (= the three, each switchable). `Ops(model)` jit-compiles them once,
+  disentangle_reference, switch_garment (= the three, each switchable), shift_positions (moves every key along
+  the RoPE frame axis, so a stream never runs out of table positions). `Ops(model)` jit-compiles them once,
   optionally donating the cache buffers.
 """
 
@@ -26,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax.models import dit
+from fc_jax.models.attention import cached_chunks_layout
+from fc_jax.models.rope import shift_frames
 from fc_jax import flow
 
 
@@ -34,7 +37,8 @@ class CacheSpec:
     """Static geometry of a cache. Frames are latent frames; a chunk is `chunk_frames` of them.
 
     window_frames counts every frame a chunk may attend to (conditions + history + itself), as the authors'
-    `local_attn_size`; sink_frames counts the conditions plus the sink chunks (authors: 23 and 5).
+    `local_attn_size`; sink_frames counts the conditions plus the sink chunks (authors: 23 and 5). rope_theta is
+    the RoPE base the stored keys are rotated with (the model's), for `shift_positions`.
     """
 
     tokens_per_frame: int
@@ -42,6 +46,7 @@ class CacheSpec:
     cond_frames: int = dit.NUM_CONDITION_FRAMES
     window_frames: int = 23
     sink_frames: int = 5
+    rope_theta: float = 10000.0
 
     def __post_init__(self):
         history = self.window_frames - self.cond_frames - self.chunk_frames
@@ -79,7 +84,7 @@ class CacheSpec:
         s = config.student
         pt, ph, pw = config.model.patch_size
         return cls((latent_h // ph) * (latent_w // pw), s.chunk_frames, dit.NUM_CONDITION_FRAMES,
-                   s.window_frames, s.sink_frames)
+                   s.window_frames, s.sink_frames, float(config.model.get("rope_theta", 10000.0)))
 
 
 @flax.struct.dataclass
@@ -92,6 +97,8 @@ class KVCache:
     num_chunks:         int32 [] chunks committed in the current segment (since prefill or a withdraw)
     next_frame:         int32 [] absolute RoPE frame index of the next chunk's first frame
     prefilled:          bool [] whether `prefill` has run
+    cond_frame:         int32 [] RoPE frame of the condition block's reference frame (0 after prefill; moved
+                        with every key by `shift_positions`, so it may be negative)
     """
 
     k: jax.Array
@@ -103,6 +110,7 @@ class KVCache:
     num_chunks: jax.Array
     next_frame: jax.Array
     prefilled: jax.Array
+    cond_frame: jax.Array
     spec: CacheSpec = flax.struct.field(pytree_node=False)
 
     def valid_history_chunks(self):
@@ -129,7 +137,7 @@ def init_cache(model: dit.WanDiT, spec: CacheSpec, batch: int, latent_h: int, la
     lat = lambda: jnp.zeros((batch, 1, latent_h, latent_w, cfg.in_channels), jnp.float32)
     zero = lambda: jnp.zeros((), jnp.int32)
     # Distinct buffers for every field, so the whole cache can be donated.
-    return KVCache(kv(), kv(), cross(), cross(), lat(), lat(), zero(), zero(), jnp.zeros((), bool), spec)
+    return KVCache(kv(), kv(), cross(), cross(), lat(), lat(), zero(), zero(), jnp.zeros((), bool), zero(), spec)
 
 
 def _write_tokens(buffer, values, offset):
@@ -139,6 +147,9 @@ def _write_tokens(buffer, values, offset):
 
 def _condition_pass(model, params, cache: KVCache, reference, garment, context=None):
     """K/V of the condition block: [reference, garment] at RoPE frames 0, 1 and t = 0, attending only to itself."""
+    if cache.spec.rope_theta != model.cfg.rope_theta:
+        raise ValueError(f"the cache spec's rope_theta {cache.spec.rope_theta} is not the model's "
+                         f"{model.cfg.rope_theta}; build the spec with CacheSpec.from_config")
     latents = jnp.concatenate([reference, garment], axis=1).astype(jnp.float32)
     b = latents.shape[0]
     t = jnp.zeros((b, dit.NUM_CONDITION_FRAMES), jnp.float32)
@@ -161,6 +172,7 @@ def prefill(model, params, cache: KVCache, reference, garment, context) -> KVCac
         num_chunks=jnp.zeros((), jnp.int32),
         next_frame=jnp.asarray(cache.spec.cond_frames, jnp.int32),
         prefilled=jnp.ones((), bool),
+        cond_frame=jnp.zeros((), jnp.int32),
     )
 
 
@@ -191,6 +203,41 @@ def denoise(model, params, cache: KVCache, x_t, t, sigma=None):
     return flow.x0_from_flow(x_t.astype(jnp.float32), v, t, sigma)
 
 
+def denoise_chunks(model, params, cache: KVCache, x_t, t, sigma=None, context=None, straight_through: bool = False):
+    """x0 predictions [B, n·chunk_frames, h, w, C] of n consecutive noisy chunks x_t (all at timestep t, scalar or
+    [B]) in one forward, chunk i attending over the condition block, the history chunks before it and itself:
+    what `denoise` gives chunk i on the cache as it was when chunk i was made. The cache holds exactly the first
+    n − 1 chunks of its segment, committed in order (nothing evicted).
+
+    context [B, Lt, text_dim]: the text cross-attention K/V are recomputed from it (so they carry gradient)
+    instead of read from the cache. straight_through: the history chunks' cached K/V pass their gradient to
+    chunks 0 .. n − 2's own K/V of this forward, their forward values unchanged (`dit.CachePrefix`); else the
+    cache carries none.
+    """
+    spec = cache.spec
+    b, f = x_t.shape[:2]
+    n = f // spec.chunk_frames
+    if f % spec.chunk_frames or not 1 <= n <= spec.history_chunks + 1:
+        raise ValueError(f"denoise_chunks takes 1 to {spec.history_chunks + 1} chunks of {spec.chunk_frames} latent "
+                         f"frames (the cache's history chunks and the current one); got {f} frames")
+    if not isinstance(cache.num_chunks, jax.core.Tracer) and int(cache.num_chunks) != n - 1:
+        raise ValueError(f"denoise_chunks of {n} chunks needs a cache holding the first {n - 1} chunks of its "
+                         f"segment; it holds {int(cache.num_chunks)}")
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+    if sigma is not None:
+        sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
+    positions = cache.next_frame - (n - 1) * spec.chunk_frames + jnp.arange(f, dtype=jnp.int32)
+    prefix = dit.CachePrefix(spec.cond_tokens + (n - 1) * spec.chunk_tokens,
+                             spec.cond_tokens if straight_through else None)
+    layer_cache = {"k": cache.k, "v": cache.v}
+    if context is None:
+        layer_cache.update(cross_k=cache.cross_k, cross_v=cache.cross_v)
+    v = model.apply({"params": params}, x_t, jnp.broadcast_to(t[:, None], (b, f)), context, positions,
+                    cached_chunks_layout(n, spec.chunk_frames, spec.tokens_per_frame, spec.cond_frames),
+                    cache=layer_cache, cache_prefix=prefix)
+    return flow.x0_from_flow(x_t.astype(jnp.float32), v, t, sigma)
+
+
 def commit(model, params, cache: KVCache, clean_chunk) -> KVCache:
     """The t = 0 context pass: write the clean chunk's K/V into its history slot and advance."""
     spec = cache.spec
@@ -207,7 +254,7 @@ def commit(model, params, cache: KVCache, clean_chunk) -> KVCache:
 def _replace_condition(model, params, cache: KVCache, reference, garment) -> KVCache:
     kv = _condition_pass(model, params, cache, reference, garment)
     return cache.replace(
-        k=_write_tokens(cache.k, kv["k"], 0),
+        k=_write_tokens(cache.k, shift_frames(kv["k"], cache.cond_frame, cache.spec.rope_theta), 0),
         v=_write_tokens(cache.v, kv["v"], 0),
         reference=reference.astype(cache.reference.dtype),
         garment=garment.astype(cache.garment.dtype),
@@ -229,8 +276,9 @@ def withdraw_history(cache: KVCache, keep_frames: int = 0, rebase: bool = False)
     """Historical KV withdraw: keep only the `keep_frames` most recent history frames (a multiple of the chunk).
 
     The kept chunks move to the front of the history (oldest first) and start a new segment, so the oldest kept
-    chunk becomes the sink. `rebase` (only with keep_frames=0) restarts RoPE positions at frame 2, so the next
-    chunk is positioned exactly like the first chunk after a fresh prefill.
+    chunk becomes the sink. `rebase` (only with keep_frames=0) restarts RoPE positions: the condition block back
+    at frames 0, 1 (turned back by `cond_frame` frames if `shift_positions` moved it) and the next chunk at
+    frame 2, exactly like the first chunk after a fresh prefill.
     """
     spec = cache.spec
     if keep_frames % spec.chunk_frames or not 0 <= keep_frames <= spec.history_chunks * spec.chunk_frames:
@@ -250,8 +298,27 @@ def withdraw_history(cache: KVCache, keep_frames: int = 0, rebase: bool = False)
         token_index = spec.cond_tokens + (slots[:, None] * spec.chunk_tokens + jnp.arange(spec.chunk_tokens)).reshape(-1)
         k = _write_tokens(k, jnp.take(k, token_index, axis=2), spec.cond_tokens)
         v = _write_tokens(v, jnp.take(v, token_index, axis=2), spec.cond_tokens)
-    next_frame = jnp.asarray(spec.cond_frames, jnp.int32) if rebase else cache.next_frame
-    return cache.replace(k=k, v=v, num_chunks=kept, next_frame=next_frame)
+    if rebase:
+        cond = shift_frames(k[:, :, : spec.cond_tokens], -cache.cond_frame, spec.rope_theta)
+        k = _write_tokens(k, cond, 0)
+        return cache.replace(k=k, v=v, num_chunks=kept, next_frame=jnp.asarray(spec.cond_frames, jnp.int32),
+                             cond_frame=jnp.zeros((), jnp.int32))
+    return cache.replace(k=k, v=v, num_chunks=kept)
+
+
+def shift_positions(cache: KVCache, offset) -> KVCache:
+    """Move the whole cache `offset` RoPE frames (an int32 scalar, may be traced; negative moves back): every
+    stored key is turned along the frame axis (`rope.shift_frames`; keys are stored after RoPE, the condition
+    block's and the history's alike), and `next_frame` and `cond_frame` move with them. Values, text K/V and
+    the segment are unchanged.
+
+    Exact up to fp32 rounding (and the cache dtype's, when it is lower): attention scores depend only on the
+    relative positions of queries and keys, and these stay. A stream calls it before its next chunk would read
+    past the RoPE table (`rope_max_positions`), e.g. with offset = 2 - next_frame, so it never runs out of
+    positions. Turns one layer at a time (no fp32 copy of the whole cache)."""
+    offset = jnp.asarray(offset, jnp.int32)
+    k = jax.lax.map(lambda layer: shift_frames(layer, offset, cache.spec.rope_theta), cache.k)
+    return cache.replace(k=k, next_frame=cache.next_frame + offset, cond_frame=cache.cond_frame + offset)
 
 
 def switch_garment(
@@ -308,9 +375,15 @@ class Ops:
             switch_garment, model, donate, ("refresh", "withdraw", "disentangle", "keep_frames", "rebase")
         )
         self.withdraw_history = _jitted_withdraw(donate)
+        self.shift_positions = _jitted_shift(donate)
 
 
 @functools.lru_cache(maxsize=None)
 def _jitted_withdraw(donate: bool):
     return jax.jit(withdraw_history, static_argnames=("keep_frames", "rebase"),
                    donate_argnames=("cache",) if donate else ())
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_shift(donate: bool):
+    return jax.jit(shift_positions, donate_argnames=("cache",) if donate else ())

@@ -187,6 +187,14 @@ class EmbeddingCache:
     def __contains__(self, prompt: str) -> bool:
         return prompt in self._rows
 
+    def prompts(self) -> list[str]:
+        """The prompts held, in the order they were added."""
+        return list(self._rows)
+
+    def width(self) -> int | None:
+        """The embeddings' width (d_model), or None while empty."""
+        return next((row.shape[1] for row in self._rows.values()), None)
+
     def __call__(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         self._encode_missing(prompts)
         rows = [self._rows[p] for p in prompts]

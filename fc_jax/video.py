@@ -58,13 +58,19 @@ class Mp4Writer:
     """Append uint8 frames [N, H, W, 3] as they are made; `close()` (or the context manager) finishes the file.
 
     Writes to `path + ".partial"` and renames on a clean close, so an interrupted run never leaves a truncated
-    file under the final name.
+    file under the final name. When the `with` block fails (an exception, Ctrl-C): with `keep_partial` and frames
+    written, the video so far is finished properly (a playable mp4) as `partial_path` (`video.partial.mp4` for
+    `video.mp4`) and `kept` names it; otherwise the partial file is removed.
     """
 
-    def __init__(self, path: str, fps: int = 24, crf: int = 18):
+    def __init__(self, path: str, fps: int = 24, crf: int = 18, keep_partial: bool = False):
         import av
 
         self.path = path
+        root, ext = os.path.splitext(path)
+        self.partial_path = root + ".partial" + ext
+        self.keep_partial = keep_partial
+        self.kept: str | None = None
         self._tmp = path + ".partial"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._container = av.open(self._tmp, mode="w", format="mp4")
@@ -93,10 +99,13 @@ class Mp4Writer:
                 self._container.mux(packet)
         self.frames_written += len(frames)
 
-    def close(self) -> None:
+    def _finish(self) -> None:
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
+
+    def close(self) -> None:
+        self._finish()
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -110,6 +119,10 @@ class Mp4Writer:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
+        elif self.keep_partial and self.frames_written:
+            self._finish()
+            os.replace(self._tmp, self.partial_path)
+            self.kept = self.partial_path
         else:
             self.abort()
 

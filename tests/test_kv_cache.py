@@ -147,6 +147,57 @@ def test_withdraw_keeping_frames_moves_the_most_recent_chunks_to_the_front(setup
     np.testing.assert_array_equal(slot(kept, 1), slot(cache, inverse[4]))
 
 
+def test_shift_frames_equals_rope_at_the_shifted_position():
+    from fc_jax.models.rope import apply_rope, grid_positions, rope_cos_sin, shift_frames
+
+    x = jax.random.normal(jax.random.key(4), (2, 6, 2, 32))  # [B, T = 3 frames x 1 x 2, N, head_dim]
+    at = lambda frames: apply_rope(x, *rope_cos_sin(grid_positions(np.asarray(frames), 1, 2), 32))
+    keys = at([3, 4, 5])
+    for offset in (700, -3, 1000):
+        assert _rel(shift_frames(keys, offset), at([3 + offset, 4 + offset, 5 + offset])) <= 1e-6, offset
+    # A large offset (every digit of the composed rotation) and back: the same keys, to fp32 rounding.
+    far = shift_frames(shift_frames(keys, 2**30 + 12345), -(2**30 + 12345 - 700))
+    assert _rel(far, at([703, 704, 705])) <= 1e-5
+    np.testing.assert_array_equal(np.asarray(shift_frames(keys, 0)), np.asarray(keys))  # 0: bit for bit
+
+
+def test_a_shifted_cache_denoises_commits_and_switches_like_the_unshifted_one(setup):
+    """Moving every cached key `offset` RoPE frames (and next_frame with them) changes no attention score: the
+    denoise output, the committed K/V (moved by the same offset), a garment refresh and a rebased switch all equal
+    those of the unshifted cache."""
+    _, model, params, d = setup
+    spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
+    cache, ops = _stream(model, params, d, spec, 4)  # the ring has wrapped: sink c0, then c2, c3
+    t = 750.0
+    x_t = flow.add_noise(d["chunks"][:, 12:15], d["noise"], jnp.array([t]))
+    want = ops.denoise(params, cache, x_t, t)
+    committed = ops.commit(params, cache, d["chunks"][:, 12:15])
+    valid = spec.cond_tokens + 3 * spec.chunk_tokens
+    for offset in (2 - int(cache.next_frame), 900):  # back to frame 2 (what a stream does), and forward
+        shifted = ops.shift_positions(cache, offset)
+        assert int(shifted.next_frame) == int(cache.next_frame) + offset and int(shifted.cond_frame) == offset
+        assert _rel(ops.denoise(params, shifted, x_t, t), want) <= 1e-5, offset
+        got = ops.commit(params, shifted, d["chunks"][:, 12:15])
+        moved = ops.shift_positions(committed, offset)
+        assert _rel(got.k[:, :, :valid], moved.k[:, :, :valid]) <= 1e-5, offset
+        assert _rel(got.v[:, :, :valid], committed.v[:, :, :valid]) <= 1e-5, offset
+        assert int(got.next_frame) == int(committed.next_frame) + offset
+        # The keys really moved: a shift is not the identity on them.
+        assert _rel(shifted.k[:, :, :valid], cache.k[:, :, :valid]) > 1e-2
+        # A refresh after the shift recomputes the condition block at the shifted frames.
+        refreshed = ops.refresh_garment(params, shifted, d["garment2"])
+        expected = ops.denoise(params, ops.refresh_garment(params, cache, d["garment2"]), x_t, t)
+        assert _rel(ops.denoise(params, refreshed, x_t, t), expected) <= 1e-5, offset
+    # A rebased switch of a shifted cache equals a fresh prefill (the condition block back at frames 0, 1).
+    shifted = ops.shift_positions(cache, 2 - int(cache.next_frame))
+    switched = ops.switch_garment(params, shifted, d["garment2"], d["chunks"][:, 11:12], rebase=True)
+    fresh = ops.prefill(params, kvc.init_cache(model, spec, 1, H, W), d["chunks"][:, 11:12], d["garment2"],
+                        d["context"])
+    assert int(switched.next_frame) == 2 and int(switched.cond_frame) == 0
+    assert _rel(switched.k[:, :, : spec.cond_tokens], fresh.k[:, :, : spec.cond_tokens]) <= 1e-5
+    assert _rel(ops.denoise(params, switched, x_t, t), ops.denoise(params, fresh, x_t, t)) <= 1e-5
+
+
 def test_operations_are_pure(setup):
     _, model, params, d = setup
     spec = kvc.CacheSpec(TPF, window_frames=14, sink_frames=5)
@@ -158,6 +209,7 @@ def test_operations_are_pure(setup):
     ops.withdraw_history(cache, keep_frames=3)
     ops.refresh_garment(params, cache, d["garment2"])
     ops.disentangle_reference(params, cache, d["garment2"])
+    ops.shift_positions(cache, -5)
     after = jax.tree.map(np.array, cache)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, b)

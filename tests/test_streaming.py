@@ -1,4 +1,7 @@
-"""The streaming session: chunk accounting, switching, compile-once behaviour, errors; images and mp4 I/O."""
+"""The streaming session: chunk accounting, switching, compile-once behaviour, streams past the RoPE table,
+errors; images and mp4 I/O."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +12,8 @@ from fc_jax import images
 from fc_jax.bench.common import CompileCounter
 from fc_jax.config import load_config
 from fc_jax.models import vae
-from fc_jax.sampling.streaming import StreamingSession, chunk_frame_counts, switch_chunks
+from fc_jax.sampling.frames import chunk_count, chunk_start, switch_chunks
+from fc_jax.sampling.streaming import StreamingSession
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +36,12 @@ def _session(parts, **kw):
 
 
 def test_chunk_accounting_and_frame_counts():
-    assert chunk_frame_counts(81) == [9] + [12] * 6
-    assert chunk_frame_counts(9) == [9]
-    with pytest.raises(ValueError, match="4k\\+1"):
-        chunk_frame_counts(80)
-    with pytest.raises(ValueError, match="not a multiple of the 3-frame chunk"):
-        chunk_frame_counts(17)
+    assert chunk_count(81) == 7 and chunk_count(9) == 1
+    assert [chunk_start(c) for c in range(4)] == [0, 9, 21, 33]
+    assert chunk_count(12 * 10**11 - 3) == 10**11  # any length: nothing the size of the video is built
+    for bad, nearest in ((80, "69 and 81"), (17, "9 and 21"), (20, "9 and 21"), (0, "9"), (10**12, "999999999993")):
+        with pytest.raises(ValueError, match=f"must be 12k - 3 .*got {bad}; the nearest are {nearest}"):
+            chunk_count(bad)
 
 
 def test_switch_frames_map_to_the_next_chunk_boundary():
@@ -80,6 +84,34 @@ def test_a_long_stream_with_switches_compiles_nothing_after_warmup(parts):
     assert frames.shape == (12, 64, 32, 3) and frames.dtype == np.uint8
     assert s.chunks_made == 30
     assert int(s._cache.next_frame) == 2 + 3 * 30  # positions keep growing without rebase
+
+
+def test_a_stream_runs_past_the_rope_table_without_recompiling(parts):
+    """With a 16-frame RoPE table the cache is moved back every 4 chunks; the stream runs 18 chunks (56 latent
+    frames) compiling nothing after warm-up, and its latents equal those of the same stream with the default
+    1024-frame table (which never shifts), up to fp32 rounding."""
+    config, dit_params, vae_params, context, pics = parts
+    small = config.copy_and_resolve_references()
+    small.model.rope_max_positions = 16
+    short = StreamingSession(small, dit_params, vae_params, context, seed=3)
+    long = StreamingSession(config, dit_params, vae_params, context, seed=3)
+    for s in (short, long):
+        s.start(pics[0], pics[1])
+    for _ in range(6):  # warm-up, one shift included
+        np.testing.assert_allclose(short.next_latents(), long.next_latents(), rtol=0, atol=1e-4)
+    assert short.position_shifts == 1 and long.position_shifts == 0
+    with CompileCounter() as counter:
+        for _ in range(12):
+            latents = short.next_latents()
+    assert counter.count == 0, f"compiled after warm-up: {counter.names}"
+    # Chunks 1-4 at frames 2, 5, 8, 11; a shift before chunks 5, 9, 13 and 17; chunks 17, 18 at 2, 5.
+    assert short.position_shifts == 4 and int(short._cache.next_frame) == 8
+    assert np.isfinite(np.asarray(latents)).all()  # 18 chunks: 54 latent frames through a table of 16
+
+    # The default table's limit goes through the same code path: a chunk that would reach frame 1024 shifts.
+    long._cache = long._cache.replace(next_frame=jnp.int32(1022))
+    long.next_latents()
+    assert long.position_shifts == 1 and int(long._cache.next_frame) == 2 + 3
 
 
 def test_bad_input_is_named_and_a_failed_switch_leaves_the_session_usable(parts, tmp_path):
@@ -146,3 +178,17 @@ def test_mp4_roundtrip(tmp_path):
     assert np.abs(back.astype(int) - frames).mean() < 6
     with pytest.raises(ValueError, match="uint8 frames"):
         Mp4Writer(str(tmp_path / "w.mp4")).write(frames.astype(np.float32))
+
+    # A failure mid-video: with keep_partial the frames so far are a finished, playable mp4 named as partial.
+    kept = str(tmp_path / "k.mp4")
+    with pytest.raises(KeyboardInterrupt):
+        with Mp4Writer(kept, keep_partial=True) as w:
+            w.write(frames[:4])
+            raise KeyboardInterrupt
+    assert w.kept == str(tmp_path / "k.partial.mp4") and sorted(os.listdir(tmp_path)) == ["k.partial.mp4", "v.mp4"]
+    assert read_video(w.kept).num_frames == 4
+    with pytest.raises(RuntimeError):
+        with Mp4Writer(str(tmp_path / "gone.mp4")) as w:  # without keep_partial nothing is left
+            w.write(frames[:4])
+            raise RuntimeError("boom")
+    assert sorted(os.listdir(tmp_path)) == ["k.partial.mp4", "v.mp4"]

@@ -340,6 +340,24 @@ def is_orbax_checkpoint(directory: str) -> bool:
     return any(name.startswith("_CHECKPOINT_METADATA") or name == "_METADATA" for name in os.listdir(directory))
 
 
+def saved_shapes(directory: str) -> dict[str, tuple[int, ...]]:
+    """{"blocks/block/ffn_0/kernel": shape, ...} of a parameter tree written by `save_params`, read from its
+    metadata alone (no array is loaded)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(os.path.abspath(directory)).item_metadata
+    if metadata is None:
+        raise CheckpointError(f"{directory}: its orbax metadata (_METADATA) is empty or unreadable")
+    return {tree_path(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(metadata.tree)[0]}
+
+
+def tree_path(path) -> str:
+    """A pytree key path as "blocks/block/ffn_0/kernel"."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 def load_params(directory: str, target_shapes: Mapping | None = None) -> dict:
     """Read a parameter tree written by `save_params` (optionally restoring into `target_shapes`)."""
     import orbax.checkpoint as ocp

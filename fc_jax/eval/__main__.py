@@ -114,13 +114,13 @@ def _generate(args) -> None:
     from fc_jax.eval.bench import load_bench
     from fc_jax.eval.generate import (build_session, check_switch_frames, generate_bench, load_model,
                                       parse_switch_frames)
-    from fc_jax.sampling.streaming import chunk_frame_counts
+    from fc_jax.sampling.frames import chunk_count
 
     config = args.config
     samples = load_bench(args.bench)
     num_frames = args.frames or config.video.num_frames
     switch_frames = parse_switch_frames(args.switch_frames)
-    chunk_frame_counts(num_frames, config.student.chunk_frames)  # fail before loading any weights
+    chunk_count(num_frames, config.student.chunk_frames)  # fail before loading any weights
     check_switch_frames(switch_frames, num_frames, config.student.chunk_frames)
     if args.random_weights and args.checkpoint is None:
         print(f"WARNING: --random_weights: RANDOM weights of config '{config.name}' and random prompt embeddings; "

@@ -36,7 +36,8 @@ import numpy as np
 from fc_jax import images
 from fc_jax.eval.bench import Sample
 from fc_jax.inference import load_checkpoint
-from fc_jax.sampling.streaming import StreamingSession, chunk_frame_counts, switch_chunks
+from fc_jax.sampling.frames import chunk_count, switch_chunks
+from fc_jax.sampling.streaming import StreamingSession
 from fc_jax.text import EmbeddingCache
 from fc_jax.video import Mp4Writer
 
@@ -185,7 +186,7 @@ def generate_bench(session: StreamingSession, samples: Sequence[Sample], texts: 
     """Write `<out_dir>/<id>.mp4` (uint8, `num_frames` frames at the config's fps) for the first `limit` samples
     (0 = all), skipping those already there; see the module docstring for the modes. Progress and failures go
     to stderr (failures always); returns the summary."""
-    chunk_frame_counts(num_frames, session.spec.chunk_frames)
+    chunk_count(num_frames, session.spec.chunk_frames)
     check_switch_frames(switch_frames, num_frames, session.spec.chunk_frames)
     todo = list(samples[: limit or None])
     pending = [s for s in todo if not os.path.isfile(video_path(out_dir, s))]

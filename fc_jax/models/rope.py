@@ -76,3 +76,45 @@ def apply_rope(x, cos, sin):
     x0, x1 = x[..., 0], x[..., 1]
     out = jnp.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
     return out.reshape(*out.shape[:-2], -1).astype(dtype)
+
+
+_SHIFT_DIGIT_BITS, _SHIFT_DIGITS = 8, 4  # |offset| < 2**31 as four base-256 digits
+
+
+@functools.lru_cache(maxsize=16)
+def _frame_shift_tables(head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin tables [digits, 256, head_dim // 2]: the rotation of each channel pair by d · 256^i frames
+    (digit value d at digit i); the frame-axis pairs turn, the height and width pairs do not (cos 1, sin 0)."""
+    half, frame_dim = head_dim // 2, axis_dims(head_dim)[0]
+    freqs = 1.0 / theta ** (np.arange(0, frame_dim, 2, dtype=np.float64) / frame_dim)
+    base = 1 << _SHIFT_DIGIT_BITS
+    cos = np.ones((_SHIFT_DIGITS, base, half), np.float64)
+    sin = np.zeros((_SHIFT_DIGITS, base, half), np.float64)
+    for digit in range(_SHIFT_DIGITS):
+        angles = np.mod(np.outer(np.arange(base, dtype=np.float64) * float(base**digit), freqs), 2 * np.pi)
+        cos[digit, :, : frame_dim // 2] = np.cos(angles)
+        sin[digit, :, : frame_dim // 2] = np.sin(angles)
+    return cos.astype(np.float32), sin.astype(np.float32)
+
+
+def shift_frames(x, offset, theta: float = 10000.0):
+    """Move RoPE-rotated vectors x [..., T, N, head_dim] (keys as the cache stores them) `offset` frames along the
+    frame axis: the frame-axis channel pairs turn by offset · ω, height and width pairs stay. `offset`: an int32
+    scalar (may be traced), |offset| < 2**31; 0 is the identity, bit for bit.
+
+    Rotations compose, so a key made at frame p and shifted by `offset` equals the key made at frame p + offset
+    (to fp32 rounding). The angle is composed from per-digit table rotations (never offset · ω in fp32), so a
+    large offset loses no precision. fp32 math; returns x's dtype."""
+    cos_t, sin_t = _frame_shift_tables(x.shape[-1], float(theta))
+    offset = jnp.asarray(offset, jnp.int32)
+    magnitude = jnp.abs(offset)
+    cos = jnp.ones(cos_t.shape[-1], jnp.float32)
+    sin = jnp.zeros(cos_t.shape[-1], jnp.float32)
+    for digit in range(_SHIFT_DIGITS):
+        d = (magnitude >> (_SHIFT_DIGIT_BITS * digit)) & ((1 << _SHIFT_DIGIT_BITS) - 1)
+        c, s = jnp.asarray(cos_t[digit])[d], jnp.asarray(sin_t[digit])[d]
+        cos, sin = cos * c - sin * s, sin * c + cos * s
+    sin = jnp.where(offset < 0, -sin, sin)
+    lead = x.shape[:-3]
+    flat = x.reshape((-1,) + x.shape[-3:])  # [B', T, N, head_dim]
+    return apply_rope(flat, cos[None], sin[None]).reshape(lead + x.shape[-3:])

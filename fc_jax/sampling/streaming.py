@@ -3,7 +3,11 @@
 Per chunk (3 latent frames): the few-step schedule (model timesteps [1000, 937, 833, 625] at shift 5, x0
 predicted, fresh noise between steps), the t = 0 commit pass that writes the chunk's K/V, then a streaming VAE
 decode. The first chunk's latent frame 0 decodes to one video frame, so chunk 0 gives 9 frames and every later
-chunk 12: N frames need N = 12k − 3 (4k' + 1 with a latent count divisible by 3).
+chunk 12: N frames need N = 12k − 3 (`fc_jax.sampling.frames`).
+
+A stream runs as long as it is asked to: before a chunk would reach past the RoPE table (`rope_max_positions`
+frames), the whole cache is moved back along the frame axis (`kv_cache.shift_positions`, exact: attention sees
+only relative positions), so the next chunk sits at frame 2 again.
 
 A switch (`switch_garment`) re-encodes the last generated frame as a single image for the reference, encodes the
 new garment, and applies `kv_cache.switch_garment` (refresh + withdraw + disentangle, each switchable). Every
@@ -23,6 +27,7 @@ import numpy as np
 
 from fc_jax import flow, images, kv_cache
 from fc_jax.models import dit, vae
+from fc_jax.sampling.frames import chunk_count, switch_chunks
 from fc_jax.sampling.student import denoise_chunk
 
 
@@ -35,43 +40,6 @@ class SwitchOptions:
     disentangle: bool = True
     keep_frames: int = 0
     rebase: bool = False
-
-
-def chunk_frame_counts(num_frames: int, chunk_frames: int = 3) -> list[int]:
-    """Video frames produced by each chunk for an N-frame video; raises if N is not producible."""
-    if num_frames < 1 or (num_frames - 1) % 4:
-        raise ValueError(f"--frames must be 4k+1 (the VAE makes 1 frame, then 4 per latent); got {num_frames}")
-    latents = (num_frames - 1) // 4 + 1
-    if latents % chunk_frames:
-        valid = [12 * k - 3 for k in range(1, 8)]
-        raise ValueError(
-            f"{num_frames} frames are {latents} latent frames, not a multiple of the {chunk_frames}-frame chunk; "
-            f"use N = 12k - 3, e.g. {valid}"
-        )
-    first = 4 * (chunk_frames - 1) + 1
-    return [first] + [4 * chunk_frames] * (latents // chunk_frames - 1)
-
-
-def switch_chunks(switch_frames: Mapping[int, object], num_frames: int, chunk_frames: int = 3) -> dict[int, object]:
-    """Map requested switch frames to the chunk before which each switch runs: the first chunk boundary at or
-    after the frame, so the new garment never appears before the frame asked for."""
-    counts = chunk_frame_counts(num_frames, chunk_frames)
-    starts = np.cumsum([0] + counts[:-1])
-    out = {}
-    for frame, image in sorted(switch_frames.items()):
-        if not 0 < frame < num_frames:
-            raise ValueError(f"switch frame {frame} is outside the video (frames 1..{num_frames - 1})")
-        later = np.nonzero(starts >= frame)[0]
-        if not len(later):
-            raise ValueError(
-                f"switch frame {frame} falls in the last chunk (starting at frame {starts[-1]}); "
-                f"no chunk is left to show it in a {num_frames}-frame video"
-            )
-        chunk = int(later[0])
-        if chunk in out:
-            raise ValueError(f"two switches fall before the same chunk (starting at frame {starts[chunk]})")
-        out[chunk] = image
-    return out
 
 
 def student_chunk(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas):
@@ -113,6 +81,7 @@ class StreamingSession:
         self._last_frame = None  # [1, H, W, 3] in [-1, 1]
         self.chunks_made = 0
         self.frames_made = 0
+        self.position_shifts = 0  # times the cache was moved back along the RoPE frame axis
 
     # -- conditions -------------------------------------------------------------------------------------------
     def _encode(self, pixels: np.ndarray):
@@ -142,19 +111,20 @@ class StreamingSession:
             raise RuntimeError(f"{what} before start(reference, garment): there is no stream yet")
 
     # -- generation -------------------------------------------------------------------------------------------
-    def _check_positions(self) -> None:
-        top = int(self._cache.next_frame) + self.spec.chunk_frames
-        limit = self.model.cfg.rope_max_positions
-        if top > limit:
-            raise RuntimeError(
-                f"the next chunk would reach RoPE frame {top - 1}, past the table of {limit} positions; switch with "
-                "SwitchOptions(withdraw=True, keep_frames=0, rebase=True) or restart the stream"
-            )
+    def _keep_positions_in_table(self) -> None:
+        """Before the next chunk would read past the RoPE table (frames [0, rope_max_positions)), move the whole
+        cache back (`kv_cache.shift_positions`) so that chunk sits at frame 2, as the first chunk after a prefill."""
+        next_frame = int(self._cache.next_frame)
+        if next_frame + self.spec.chunk_frames <= self.model.cfg.rope_max_positions:
+            return
+        offset = self.spec.cond_frames - next_frame
+        self._cache = self.ops.shift_positions(self._cache, np.int32(offset))
+        self.position_shifts += 1
 
     def next_latents(self):
         """Denoise and commit the next chunk; its clean latents [1, chunk_frames, h, w, 48]."""
         self._require_started("next_chunk()")
-        self._check_positions()
+        self._keep_positions_in_table()
         key = jax.random.fold_in(self._key, self.chunks_made)
         x0, self._cache = self._chunk(self.dit_params, self._cache, key, self.timesteps, self.sigmas)
         return x0
@@ -191,12 +161,12 @@ class StreamingSession:
         """Yield uint8 frame chunks until `num_frames` frames are made, switching garments at the given frames
         (each applied before the first chunk starting at or after its frame). Call `start` first."""
         self._require_started("stream()")
-        counts = chunk_frame_counts(num_frames, self.spec.chunk_frames)
+        chunks = chunk_count(num_frames, self.spec.chunk_frames)
         plan = switch_chunks(switches or {}, num_frames, self.spec.chunk_frames)
         for image in plan.values():  # fail before generating anything if a switch image is unreadable
             images.load_image(image)
         start = time.perf_counter()
-        for c in range(len(counts)):
+        for c in range(chunks):
             if c in plan:
                 self.switch_garment(plan[c])
                 if progress:
@@ -206,6 +176,6 @@ class StreamingSession:
                 elapsed = time.perf_counter() - start
                 rate = self.frames_made / elapsed
                 eta = (num_frames - self.frames_made) / max(rate, 1e-9)
-                print(f"chunk {c + 1}/{len(counts)}: {self.frames_made}/{num_frames} frames, "
+                print(f"chunk {c + 1}/{chunks}: {self.frames_made}/{num_frames} frames, "
                       f"{rate:.2f} frames/s, eta {eta:.0f}s", file=sys.stderr)
             yield frames

@@ -13,6 +13,9 @@ Guarantees, for every stage:
   reached, wait for it to be written, and return normally (`preempted` in the summary).
 - No poisoned checkpoints. A non-finite metric of a step stops the job (`NonFiniteError`, naming the step and
   the batch's records) before anything of that step is saved; the step itself keeps the previous state.
+- Damaged checkpoints. A checkpoint that does not read is named in one line, moved aside
+  (`checkpoints/<step>.corrupt`) and the run resumes from the newest one that reads; one written for another
+  state (the model, optimizer or stage changed) stops the run (`CheckpointMismatch`), touching nothing.
 """
 
 from __future__ import annotations
@@ -55,13 +58,14 @@ class Preemption:
 
 
 def _restore_or_init(s: Setup, log) -> tuple:
-    """(state, step) from the latest checkpoint, or the stage's step-0 state."""
-    latest = s.checkpointer.latest_step()
-    if latest is None:
+    """(state, step) from the newest checkpoint that reads (unreadable ones are moved aside, each named in one
+    line; see `fc_jax.training.checkpoint`), or the stage's step-0 state when there is none."""
+    restored = s.checkpointer.restore_latest(s.abstract, s.data.train, log)
+    if restored is None:
         log(f"stage {s.stage.name}: initialising the state")
         return s.stage.initial_state(s), 0
-    state = s.checkpointer.restore(latest, s.abstract, s.data.train)
-    log(f"resumed from {s.checkpointer.directory}/{latest}")
+    state, step = restored
+    log(f"resumed from {s.checkpointer.step_path(step)}")
     return state, int(jax.device_get(state.step))
 
 
@@ -75,7 +79,8 @@ def train(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict:
     main = distributed.is_main_process()
     log = (lambda msg: print(msg, flush=True)) if main else (lambda msg: None)
     log(f"stage {s.stage.name}: mesh {dict(s.mesh.shape)} over {jax.device_count()} devices "
-        f"({jax.process_count()} processes); global batch {config.train.global_batch} = {s.accum} x {s.micro}")
+        f"({jax.default_backend()}, {jax.process_count()} processes); global batch {config.train.global_batch} = "
+        f"{s.accum} x {s.micro}")
     state, start = _restore_or_init(s, log)
     log(f"compiling the {s.stage.name} step ...")
     began = time.perf_counter()
@@ -116,6 +121,9 @@ def train(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict:
                     f"{ckpt.directory}")
             step += 1
             logger.step(step, values, time.perf_counter() - began, warmup=step == start + 1)
+            if step == start + 1:
+                log(f"step {step} took {time.perf_counter() - began:.1f} s (the first step includes warm-up); "
+                    f"progress every {config.train.log_every} steps")
             if step % int(config.train.log_every) == 0 or step == total:
                 logger.flush(step, tokens_per_step, {"data/skipped_records": float(len(skipped()))})
             if eval_every > 0 and (step % eval_every == 0 or step == total):

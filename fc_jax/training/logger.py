@@ -1,5 +1,6 @@
 """Training metrics to stdout (progress, rate, ETA), TensorBoard event files (tensorboardX: no TensorFlow
-needed) and `metrics.jsonl` (every step's metrics, for tools and tests). Only the main process writes.
+needed) and `metrics.jsonl` (every step's metrics, for tools and tests). Only the main process writes. A value
+that is not finite (a rate before any step was timed) is printed but not written to TensorBoard.
 
 A run resumed at step k first drops the records of steps after k from `metrics.jsonl` (a killed run logged
 them after its last checkpoint; the resumed run logs them again), so the file holds each step once."""
@@ -79,10 +80,7 @@ class MetricLogger:
         }
         if not self.enabled:
             return
-        for key, value in scalars.items():
-            if math.isfinite(value):  # the first flush of a run may have no timed step yet
-                self.writer.add_scalar(key, value, step)
-        self.writer.flush()
+        self._add_scalars(step, scalars)
         done = step / self.total_steps
         eta = _eta((self.total_steps - step) * sps) if sps == sps else "?"
         parts = [f"step {step}/{self.total_steps} ({100 * done:.1f}%)"]
@@ -91,13 +89,17 @@ class MetricLogger:
         parts.append(f"{sps:.3f} s/step, {scalars['perf/tokens_per_second']:,.0f} tokens/s, ETA {eta}")
         print(" | ".join(parts), file=sys.stdout, flush=True)
 
+    def _add_scalars(self, step: int, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            if math.isfinite(value):  # (tensorboardX warns on NaN / Inf)
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Write extra scalars (evaluation results) now."""
         if not self.enabled:
             return
-        for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
-        self.writer.flush()
+        self._add_scalars(step, values)
         print(f"step {step}: " + ", ".join(f"{k} {v:.6g}" for k, v in values.items()), flush=True)
 
     def close(self) -> None:
