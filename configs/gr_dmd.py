@@ -1,5 +1,8 @@
 """Stage 3: gradient-reweighted DMD with a self-forcing rollout (REFERENCE §5) on Wan2.2-TI2V-5B, with the
-authors' hyper-parameters (configs/gr_dmd_wan22_ic.yaml upstream).
+authors' hyper-parameters (configs/gr_dmd_wan22_ic.yaml upstream): mixed captions (mixed_captions: true there,
+though their README says long captions; the code wins), no text dropout, the real score's unconditional text the
+negative prompt (`sampling.negative_prompt`), a straight-through gradient across chunks, and the generator and
+critic steps each on their own batch and rollout exit step.
 
 5B run (generator from stage 2, critic and frozen real score from the stage-1 teacher, aesthetic reward):
     python -m fc_jax.train --config=gr_dmd --workdir=gs://bucket/gr_dmd \
@@ -8,10 +11,14 @@ authors' hyper-parameters (configs/gr_dmd_wan22_ic.yaml upstream).
         --config.distill.reward_from=ckpt/aesthetic
 Test-sized variant: `get_config("tiny")` (tiny model, 2 chunks of 3 latents, synthetic data).
 
-Mesh, sharding rules, checkpoints and data are stage 1's (configs/sft_teacher.py). Recommended mesh: the default,
-FSDP over every chip with one sample per chip, i.e. `fsdp=64` for the authors' global batch of 64. Compiled
+Mesh, sharding rules, checkpoints and data are stage 1's (configs/sft_teacher.py). Global batch 64 per step (the
+authors' README; their scripts/train/sf_wan22_ic.sh runs 8 GPUs x 1 = 8, see configs/sft_teacher.py); each
+iteration reads two such batches, one for the generator step and one for the critic step. Recommended mesh: the
+default, FSDP over every chip with one sample per chip, i.e. `fsdp=64` for the global batch of 64. Compiled
 per-device peak (`python -m fc_jax.bench distill --memory`, fake CPU devices, 1280x704, 7 chunks, reward in the
-loop): generator step 29.8 GiB, critic step 21.4 GiB on fsdp 64; 49.6 / 38.1 GiB on fsdp 8 (global batch 8).
+loop): generator step 30.8 GiB (text-path and straight-through gradients; the former per-chunk gradient pass with
+the cache and text detached took 29.8), critic step 21.4 GiB on fsdp 64; on fsdp 8 (global batch 8) 49.6 /
+38.1 GiB, measured with that former pass.
 """
 
 import ml_collections
@@ -38,6 +45,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             guidance_scale=3.0,  # real score CFG (text-only drop)
             temperature=0.2,  # GR-DMD softmax(r / -τ)
             reward="aesthetic",  # "aesthetic" (CLIP ViT-L/14 + LAION head on decoded frames) | "none" (plain DMD)
+            # Gradient of a chunk's attention over earlier chunks' cached K/V: "straight_through" to their
+            # exit-step K/V (the authors' in-place cache writes), or "none" (the cache carries no gradient).
+            cross_chunk_gradient="straight_through",
+            # False: the generator and the critic step each draw their own batch and rollout exit step (the
+            # authors' trainer); True: one of each, shared by the two steps of an iteration.
+            shared_draws=False,
+            # The rollout's commit pass on the chunk noised to the training table's smallest σ, "table" (the
+            # authors' training rollout: add_noise at t = 0 looked up in their table), or on the clean chunk,
+            # "none" (as their streaming inference and fc_jax's session commit).
+            commit_noise="table",
             ema_decay=0.99,
             ema_start=200,
             generator_from="",  # stage-2 parameters

@@ -6,6 +6,14 @@ Memory:         python -m fc_jax.bench memory --config=wan22_ti2v_5b
 
 import ml_collections
 
+# Wan's default negative prompt, the authors' `negative_prompt` (configs/*_wan22_ic.yaml): the unconditional text
+# of the teacher's CFG and of stage 3's real score.
+NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，"
+    "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，"
+    "背景人很多，倒着走"
+)
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -78,6 +86,12 @@ def get_config() -> ml_collections.ConfigDict:
             teacher_steps=50,
             guidance_scale=3.0,
             student_timesteps=(1000, 750, 500, 250),
+            negative_prompt=NEGATIVE_PROMPT,
+            # An .npy [n, text_dim] embedding used instead of encoding `negative_prompt` ("" = none).
+            negative_embedding="",
+            # The teacher's UniPC σ grid: "diffusers" (linspace(1, 1/1000), first nudged below 1; the default)
+            # or "wan" (Wan's FlowUniPCMultistepScheduler: linspace(0.999, 0)), both shifted (`unipc.flow_sigmas`).
+            teacher_sigmas="diffusers",
         )
     )
 

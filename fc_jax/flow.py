@@ -45,10 +45,16 @@ def warped_timesteps(steps, shift: float, num_train_timesteps: int = NUM_TRAIN_T
     return table[num_train_timesteps - steps]
 
 
-def table_sigma(t, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
-    """σ of the training-table entry nearest to each t (how the authors' scheduler turns an integer timestep
-    into a noise level for add_noise and the x0 conversion); t = 0 maps to σ = 0."""
-    table = np.concatenate([training_timesteps(shift, num_train_timesteps), [0.0]])
+def table_sigma(t, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
+    """σ of the training-table entry nearest to each t: how the authors' scheduler turns a timestep into a noise
+    level for add_noise and the x0 conversion (`utils/scheduler.py` `FlowMatchScheduler.add_noise`,
+    `backbones/wan_wrapper.py` `_convert_flow_pred_to_x0`: argmin over the 1000 table timesteps). The table has no
+    zero entry, so t = 0 gives its smallest σ (0.00498 at shift 5), not 0. numpy in: float64 numpy out; a jax
+    array in: float32 jax out (usable under jit)."""
+    table = training_timesteps(shift, num_train_timesteps)
+    if isinstance(t, jax.Array):
+        table = jnp.asarray(table, jnp.float32)
+        return table[jnp.argmin(jnp.abs(table - t[..., None]), axis=-1)] / num_train_timesteps
     t = np.asarray(t, np.float64)
     nearest = np.abs(table[None, :] - t.reshape(-1, 1)).argmin(axis=1)
     return (table[nearest] / num_train_timesteps).reshape(t.shape)
@@ -56,9 +62,13 @@ def table_sigma(t, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS)
 
 def student_schedule(steps, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
     """The few-step student's (model timesteps, σ) per step, as the authors run it: the warped list truncated to
-    integers for the model ([1000, 937, 833, 625] at shift 5), σ from the nearest table entry."""
-    t = np.floor(warped_timesteps(steps, shift, num_train_timesteps))
-    return t, table_sigma(t, shift, num_train_timesteps)
+    integers for the model ([1000, 937, 833, 625] at shift 5; their `wan22_input_timestep` is a long), σ looked up
+    from the unfloored warped timestep (their `timestep` stays float: int64 ones × a float step), i.e. the warped
+    entry's own table σ ([1.0, 0.9375, 0.8333, 0.625])."""
+    warped = warped_timesteps(steps, shift, num_train_timesteps)
+    if warped.min() <= 0:
+        raise ValueError(f"student denoising steps must be > 0 (the t = 0 pass is the commit); got {list(steps)}")
+    return np.floor(warped), table_sigma(warped, shift, num_train_timesteps)
 
 
 def sample_training_timesteps(key, shape, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
@@ -76,7 +86,7 @@ def _sigma(t, like):
 
 
 def add_noise(x0, noise, t, sigma=None):
-    """x_t = (1 − σ)·x0 + σ·ε with σ = t/1000 (or the given σ); t [B] or [B, F]."""
+    """x_t = (1 − σ)·x0 + σ·ε with σ = t/1000 (or the given σ, e.g. `table_sigma(t)`); t [B] or [B, F]."""
     sigma = _sigma(t, x0) if sigma is None else _sigma(jnp.asarray(sigma) * NUM_TRAIN_TIMESTEPS, x0)
     return ((1.0 - sigma) * x0 + sigma * noise).astype(x0.dtype)
 

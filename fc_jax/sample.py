@@ -1,9 +1,12 @@
 """Teacher sample: `python -m fc_jax.sample [--config=NAME[:VARIANT]] [--checkpoint=DIR] --output=out/sample.npz`.
 
-Runs the in-context teacher (UniPC, CFG dropping only the text) on reference / garment latents and writes the
-clean video latents. `--config` is a packaged config (`tiny`, the default, or `wan22_ti2v_5b`) or a config file,
-with `--config.a.b=value` overrides. Without `--checkpoint` it uses random weights of the chosen config and
-random condition latents, and says so: a smoke test of the whole path, not a meaningful video.
+Runs the in-context teacher (UniPC on `config.sampling.teacher_sigmas`, CFG with the negative prompt's embedding
+in place of the text) on reference / garment latents and writes the clean video latents. The negative context is
+the conditions file's `negative_context`, else `config.sampling.negative_embedding` (an .npy [n, text_dim], e.g.
+the `negative_prompt.npy` preencode writes beside a latent data set). `--config` is a packaged config (`tiny`,
+the default, or `wan22_ti2v_5b`) or a config file, with `--config.a.b=value` overrides. Without `--checkpoint` it
+uses random weights of the chosen config and random condition latents, and says so: a smoke test of the whole
+path, not a meaningful video.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ cli.DEFINE_config_file("config", "tiny", "model config: a packaged name (tiny, w
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "DiT weights: fc_jax orbax folder, or official / diffusers",
                                   flag_values=FLAGS)
 _CONDITIONS = flags.DEFINE_string(
-    "conditions", None, "npz with `reference`, `garment` latents [1,1,h,w,48] and `context`, `negative_context`",
+    "conditions", None, "npz with `reference`, `garment` latents [1,1,h,w,48], `context` and optionally "
+    "`negative_context` [1,L,D]",
     flag_values=FLAGS,
 )
 _OUTPUT = flags.DEFINE_string("output", "out/teacher_sample.npz", "where to write the latents (npz)",
@@ -50,8 +54,27 @@ def _random_conditions(config, key):
         "reference": jax.random.normal(k1, shape),
         "garment": jax.random.normal(k2, shape),
         "context": context,
-        "negative_context": jnp.zeros_like(context),
+        "negative_context": jnp.zeros_like(context),  # random everything: a stand-in negative prompt
     }
+
+
+def _negative_context(config, conditions: dict) -> np.ndarray:
+    """[1, text_len, text_dim]: the conditions' `negative_context`, else `config.sampling.negative_embedding`."""
+    if "negative_context" in conditions:
+        return conditions["negative_context"]
+    path = config.sampling.negative_embedding
+    if not path:
+        raise SystemExit(f"{PROG}: the teacher's guidance needs the embedding of config.sampling.negative_prompt: add "
+                         "`negative_context` to --conditions or set --config.sampling.negative_embedding=FILE.npy "
+                         "(e.g. the negative_prompt.npy that fc_jax.data.preencode writes beside a latent data set)")
+    embedding = np.load(path, allow_pickle=False)
+    n, dim = config.model.text_len, config.model.text_dim
+    if embedding.ndim != 2 or embedding.shape[0] > n or embedding.shape[1] != dim:
+        raise SystemExit(f"{PROG}: config.sampling.negative_embedding {path}: expected [<= {n}, {dim}], found "
+                         f"{embedding.shape}")
+    out = np.zeros((1, n, dim), np.float32)
+    out[0, : embedding.shape[0]] = embedding
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,8 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     latents = sample_teacher(
         model, params, ref, jnp.asarray(conditions["garment"]), noise,
-        jnp.asarray(conditions["context"]), jnp.asarray(conditions["negative_context"]),
+        jnp.asarray(conditions["context"]), jnp.asarray(_negative_context(config, conditions)),
         num_steps=steps, shift=config.sampling.shift, guidance_scale=config.sampling.guidance_scale,
+        sigma_grid=config.sampling.teacher_sigmas,
     )
     latents = np.asarray(jax.block_until_ready(latents))
     seconds = time.perf_counter() - start

@@ -109,17 +109,25 @@ def test_prefix_decomposition_used_by_cudnn_equals_the_masked_reference():
     q, k, v = _qkv()
     lengths = jnp.array([40, 30])
     dense = lambda q, k, v, l: attn._xla_attention(q, k, v, None, l)
-    out = attn._by_key_prefix(q, k, v, CAUSAL, lengths, dense)
+    out = attn._by_key_ranges(q, k, v, CAUSAL, lengths, dense)
     expected = attention(q, k, v, backend="xla", layout=CAUSAL, kv_lengths=lengths)
     np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
     assert CAUSAL.prefix_lengths() == [(0, 10, 10), (10, 25, 25), (25, 40, 40)]
 
 
-def test_non_prefix_layouts_are_refused_by_cudnn_with_a_pointer_to_chunked():
-    q, k, v = _qkv(t=10, s=10)
-    layout = BlockLayout(np.repeat([0, 1], 5), np.repeat([0, 1], 5), np.array([[False, True], [True, False]]))
+def test_non_prefix_layouts_run_by_key_ranges_and_refuse_kv_lengths():
+    """A layout whose query blocks see non-prefix keys (here the cached-chunks layout: conditions, committed
+    chunks before k, then chunk k itself far to the right) runs on gathered key ranges, equal to the masked
+    reference; with kv_lengths (a valid key prefix) it is refused with a pointer to chunked."""
+    layout = attn.cached_chunks_layout(3, 2, 2, cond_frames=2)  # 12 queries, 4 + 8 + 12 keys
+    q, k, v = _qkv(t=12, s=24)
+    dense = lambda q, k, v, l: attn._xla_attention(q, k, v, None, l)
+    out = attn._by_key_ranges(q, k, v, layout, None, dense)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(attention(q, k, v, backend="xla", layout=layout)),
+                               atol=1e-5)
+    assert layout.key_ranges()[2] == (8, 12, [(0, 12), (20, 24)])
     with pytest.raises(ValueError, match="use the 'chunked' backend"):
-        attention(q, k, v, backend="cudnn", layout=layout)
+        attention(q, k, v, backend="cudnn", layout=layout, kv_lengths=jnp.array([24, 24]))
 
 
 def test_bad_arguments_are_named():

@@ -108,19 +108,19 @@ def test_caption_mixing_and_text_dropout(latents):
         out[: len(x)] = x
         return out
 
-    for record, context in contexts(static_caption_prob=1.0, text_drop_prob=0.0):
-        np.testing.assert_array_equal(context, padded(record["static_embedding"]))
-    for record, context in contexts(static_caption_prob=0.0, text_drop_prob=0.0):
+    for record, context in contexts(dynamic_caption_prob=1.0, text_drop_prob=0.0):
+        np.testing.assert_array_equal(context, padded(record["dynamic_embedding"]))
+    for record, context in contexts(dynamic_caption_prob=0.0, text_drop_prob=0.0):
         np.testing.assert_array_equal(context, padded(record["full_embedding"]))
-    for record, context in contexts(static_caption_prob=0.5, text_drop_prob=1.0):
+    for record, context in contexts(dynamic_caption_prob=0.5, text_drop_prob=1.0):
         np.testing.assert_array_equal(context, empty)
     kinds = []
     for seed in range(5):
-        for record, context in contexts(static_caption_prob=0.7, text_drop_prob=0.1, seed=seed):
+        for record, context in contexts(dynamic_caption_prob=0.7, text_drop_prob=0.1, seed=seed):
             kinds.append("empty" if np.array_equal(context, empty) else
-                         "static" if np.array_equal(context, padded(record["static_embedding"])) else "full")
-    counts = {k: kinds.count(k) for k in ("static", "full", "empty")}
-    assert len(kinds) == 120 and 50 <= counts["static"] <= 100 and 15 <= counts["full"] <= 50 and 3 <= counts["empty"] <= 25, counts
+                         "dynamic" if np.array_equal(context, padded(record["dynamic_embedding"])) else "full")
+    counts = {k: kinds.count(k) for k in ("dynamic", "full", "empty")}
+    assert len(kinds) == 120 and 50 <= counts["dynamic"] <= 100 and 15 <= counts["full"] <= 50 and 3 <= counts["empty"] <= 25, counts
 
 
 def _corrupt_record(builder, index: int) -> None:
@@ -186,7 +186,7 @@ def test_manifest_in_the_authors_layout(tmp_path):
             container.mux(packet)
     Image.fromarray(rng.integers(0, 255, (100, 40, 3), dtype=np.uint8)).save(tmp_path / "clips" / "a_src.png")
     Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(tmp_path / "clips" / "a_cloth.png")
-    prompt = json.dumps({"en_long": ["a black shirt", "turns around"]})
+    prompt = json.dumps({"en_long": ["turns around", "a black shirt"]})  # the authors' order: dynamic, static
     manifest = tmp_path / "meta.csv"
     with open(manifest, "w", newline="") as f:
         csv.writer(f).writerows([("video", "prompt", "garment_type"), ("clips/a.mp4", prompt, "upper"),
@@ -238,9 +238,9 @@ def test_preencode_resumes_and_matches_a_direct_encode(tmp_path, capsys):
     np.testing.assert_allclose(r["garment_latent"], np.asarray(vae.encode_image(vae_params, pixels(e["garment"])))[0],
                                rtol=1e-5, atol=1e-5)
     assert r["video_latents"].shape == (3, 4, 2, 48) and r["reference_latent"].shape == (1, 4, 2, 48)
-    static, n = text([e["static_caption"]])
-    np.testing.assert_allclose(r["static_embedding"], static[0, : n[0]], rtol=1e-6)
-    full, n = text([e["static_caption"] + " " + e["dynamic_caption"]])
+    dynamic, n = text([e["dynamic_caption"]])
+    np.testing.assert_allclose(r["dynamic_embedding"], dynamic[0, : n[0]], rtol=1e-6)
+    full, n = text([e["dynamic_caption"] + " " + e["static_caption"]])
     np.testing.assert_allclose(r["full_embedding"], full[0, : n[0]], rtol=1e-6)
     empty = pipeline.load_empty_prompt(out)
     assert empty.shape == (1, 32)  # the EOS token alone

@@ -61,7 +61,8 @@ SHARDED_ITERATION = textwrap.dedent(
         real_p = jax.device_put(real, sh.generator)
         data = global_batch(batch, s.batch_shardings)
         steps = s.stage.compiled_steps(s, reward=reward)
-        it = lambda s: distill.iteration(steps, s, real_p, data, seed=seed, generator_every=5, num_student_steps=4)
+        it = lambda s: distill.iteration(steps, s, real_p, distill.IterationBatches(data, data), seed=seed,
+                                         generator_every=5, num_student_steps=4, shared_draws=False)
         state, m = it(state)  # iteration 0: generator step, then critic step
         ffn0 = state.generator["blocks"]["block"]["ffn_0"]["kernel"]
         out = {"metrics": {k: float(v) for k, v in m.items()}, "state": jax.tree.map(np.asarray, state),
@@ -198,11 +199,12 @@ def test_short_teacher_forcing_run_lowers_the_loss():
 
 
 def test_exit_step_is_a_function_of_seed_and_step():
-    from fc_jax.training.distill import exit_step_for, sample_score_timesteps
+    from fc_jax.training.distill import exit_steps_for, sample_score_timesteps
     import jax
 
-    draws = [exit_step_for(0, s, 4) for s in range(200)]
-    assert draws == [exit_step_for(0, s, 4) for s in range(200)] and set(draws) == {0, 1, 2, 3}
+    draws = [exit_steps_for(0, s, 4, shared=False) for s in range(200)]
+    assert draws == [exit_steps_for(0, s, 4, shared=False) for s in range(200)]
+    assert {g for g, _ in draws} == {c for _, c in draws} == {0, 1, 2, 3}
     t = np.asarray(sample_score_timesteps(jax.random.key(0), 10000, 5.0))
     assert t.min() >= 20 and t.max() <= 980 and np.median(t) > 800  # shift 5 puts most t high
 
@@ -302,7 +304,8 @@ def test_short_gr_dmd_run_moves_the_students_samples_towards_the_teachers():
     steps = s.stage.compiled_steps(s, reward=distiller.reward)
     before = gap(state.generator)
     for _ in range(40):
-        state, metrics = distill.iteration(steps, state, real, batch, seed=0, generator_every=1, num_student_steps=4)
+        state, metrics = distill.iteration(steps, state, real, distill.IterationBatches(batch, batch), seed=0,
+                                           generator_every=1, num_student_steps=4, shared_draws=False)
         assert metrics["finite"]
     after = gap(state.generator)
     assert after < 0.8 * before, (before, after)

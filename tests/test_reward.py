@@ -89,7 +89,7 @@ def test_real_config_parameter_count():
 
 def test_preprocess_matches_clip_image_processor():
     """Our JAX preprocessing vs transformers' PIL path on a smooth non-square image: same geometry, same
-    normalisation; the only difference is PIL's uint8 rounding of the resized image (< 1/255 per pixel)."""
+    normalisation, the same uint8 rounding (within one step: PIL's fixed-point weights)."""
     h, w = 300, 200
     yy, xx = np.mgrid[0:h, 0:w]
     img = np.stack([(xx / w) * 255, (yy / h) * 255, ((xx + yy) / (h + w)) * 255], -1).round().astype(np.uint8)
@@ -98,7 +98,7 @@ def test_preprocess_matches_clip_image_processor():
     ours = np.asarray(clip_preprocess(jnp.asarray(img[None] / 255.0)))[0]
     assert ours.shape == (224, 224, 3)
     step = 1 / 255 / min(CLIP_STD)
-    assert np.abs(ours - ref).max() < 2 * step
+    assert np.abs(ours - ref).max() < 1.01 * step
     # Known pixel: the centre crop keeps the middle rows (long side 336 -> offset 56).
     mean_rgb = (ours * np.asarray(CLIP_STD) + np.asarray(CLIP_MEAN)).mean(axis=(0, 1))
     np.testing.assert_allclose(mean_rgb[:2], [0.5, 0.5], atol=0.01)

@@ -138,7 +138,7 @@ def test_pattern_period_in_garment_image_is_scaled_body_period():
     is_pattern = (col == W.GARMENT_COLOURS[sp.target.pattern_colour]).all(-1)[inside]
     runs = np.diff(np.flatnonzero(np.diff(is_pattern.astype(int)) != 0))
     assert len(runs) >= 2 and (runs == P * smp.flat_scale // 2).all()
-    assert smp.flat_scale >= 2  # fitted to the frame like curation's fit_pad_white
+    assert smp.flat_scale >= 2  # fitted to the frame like curation's fit_pad
 
 
 def test_captions_say_the_motion(samples):

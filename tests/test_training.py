@@ -288,9 +288,10 @@ def test_signal_saves_a_restorable_checkpoint(env, tmp_path, stage, signum):
 
 @pytest.mark.parametrize("stage", sorted(STAGE_CONFIGS))
 def test_non_finite_loss_stops_naming_step_and_batch_without_saving_it(env, tmp_path, stage):
-    """Every record's static + dynamic caption embedding is NaN; static captions (p = 0.7) are fine. The first
-    batch holding a static + dynamic caption must stop the job, naming that step and its records, with
-    checkpoints (saved every step) only of the steps before."""
+    """Every record's dynamic + static caption embedding is NaN; dynamic captions (p = 0.7) are fine. The first
+    batch holding a dynamic + static caption must stop the job, naming that step and its records (stage 3 reads
+    two batches a step, the generator's and the critic's), with checkpoints (saved every step) only of the steps
+    before."""
     from fc_jax.config import load_config
     from fc_jax.data import synthetic, triplets
     from fc_jax.data.pipeline import LatentGeometry
@@ -306,9 +307,11 @@ def test_non_finite_loss_stops_naming_step_and_batch_without_saving_it(env, tmp_
     data_dir = tmp_path / "data"
     builder = triplets.write_dataset("latents", str(data_dir), {"train": poisoned()})
     np.save(triplets.empty_prompt_path(builder), synthetic.synthetic_empty_prompt(g.text_dim))
+    np.save(tmp_path / "negative.npy", synthetic.synthetic_empty_prompt(g.text_dim, seed=1))  # stage 3's negative
     workdir = tmp_path / "run"
     proc = subprocess.run(
         _train_cmd(workdir, "--config.data.synthetic=False", f"--config.data.data_dir={data_dir}",
+                   f"--config.sampling.negative_embedding={tmp_path / 'negative.npy'}",
                    "--config.train.steps=50", "--config.checkpoint.every=1", "--config.checkpoint.keep_last=100",
                    "--config.checkpoint.async_save=False", stage=stage),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -318,7 +321,8 @@ def test_non_finite_loss_stops_naming_step_and_batch_without_saving_it(env, tmp_
     bad_step = done + 1
     message = [line for line in proc.stderr.splitlines() if line.startswith("training stopped:")]
     assert message and f"step {bad_step}: " in message[0] and "nan" in message[0], proc.stderr[-3000:]
-    assert message[0].count("synthetic-latents-0-") == 4  # the batch's four records, by id
+    rows = 4 * (2 if stage == "gr_dmd" else 1)
+    assert message[0].count("synthetic-latents-0-") == rows  # the step's records, by id
     assert _checkpoint_steps(workdir) == list(range(1, bad_step))
 
 

@@ -9,7 +9,7 @@ Two figures, one JSON object:
 
 Recommended for 16 GiB-per-chip TPUs (v5e): a 64-chip slice as data=1, fsdp=16, tensor=1, sequence=4 with full
 remat of each block; a micro-batch of 16 (1 sample per 4-chip sequence group), 4 accumulation steps for the
-authors' global batch of 64.
+global batch of 64 (the authors' README; configs/sft_teacher.py says why not their launch script's 4).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ does not fit (wrong shapes) becomes a `BadRecord` naming it (data set, split, in
 and its id where readable); by config it is counted and skipped with a warning, or it stops the job
 (`BadRecordError`).
 
-Per-sample randomness of stage 1's data policy (which caption, whether the text is dropped for guidance) is drawn
+Per-sample randomness of the data policy (which caption, whether the text is dropped for guidance) is drawn
 by grain's `random_map` from the pipeline seed and the record's position in the stream, so it is reproduced
 exactly when the iterator is restored.
 """
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import grain
 import numpy as np
 
-from fc_jax.data.triplets import record_name
+from fc_jax.data.triplets import negative_prompt_paths, record_name
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,10 @@ def check_latent_record(example, geometry: LatentGeometry):
         "video_latents": (g.frames, g.height, g.width, g.channels),
         "reference_latent": (1, g.height, g.width, g.channels),
         "garment_latent": (1, g.height, g.width, g.channels),
-        "static_embedding": (None, g.text_dim),
+        "dynamic_embedding": (None, g.text_dim),
         "full_embedding": (None, g.text_dim),
     })
-    for key in ("static_embedding", "full_embedding"):
+    for key in ("dynamic_embedding", "full_embedding"):
         n = np.shape(example.get(key, np.zeros((0, 0))))[0]
         if n > g.text_len:
             problems.append(f"{key} has {n} tokens, more than text_len {g.text_len}")
@@ -150,27 +151,29 @@ def _pad_text(embedding: np.ndarray, text_len: int) -> np.ndarray:
 
 
 class PrepareLatents(grain.transforms.RandomMap):
-    """Latent record -> training example: caption mixing (static alone with `static_caption_prob`, else static +
-    dynamic), text dropout to the empty prompt with `text_drop_prob`, embeddings zero-padded to text_len."""
+    """Latent record -> training example: caption mixing (the dynamic caption alone with `dynamic_caption_prob`,
+    else dynamic + static: the authors' `en_long[0]` alone with probability 0.7, else `en_long[0] + " " +
+    en_long[1]`, `datasets/fashion_dataset.py`), text dropout to the empty prompt with `text_drop_prob`,
+    embeddings zero-padded to text_len."""
 
-    def __init__(self, geometry: LatentGeometry, empty_prompt: np.ndarray, static_caption_prob: float,
+    def __init__(self, geometry: LatentGeometry, empty_prompt: np.ndarray, dynamic_caption_prob: float,
                  text_drop_prob: float):
         if empty_prompt.ndim != 2 or empty_prompt.shape[1] != geometry.text_dim:
             raise ValueError(f"the empty-prompt embedding must be [n, {geometry.text_dim}]; found {empty_prompt.shape}")
         self.geometry = geometry
         self.empty = _pad_text(empty_prompt.astype(np.float32), geometry.text_len)
-        self.static_caption_prob = float(static_caption_prob)
+        self.dynamic_caption_prob = float(dynamic_caption_prob)
         self.text_drop_prob = float(text_drop_prob)
 
     def random_map(self, example, rng: np.random.Generator):
         if isinstance(example, BadRecord):
             return example
-        use_static = rng.random() < self.static_caption_prob
+        use_dynamic = rng.random() < self.dynamic_caption_prob
         drop = rng.random() < self.text_drop_prob
         if drop:
             context = self.empty
         else:
-            text = example["static_embedding"] if use_static else example["full_embedding"]
+            text = example["dynamic_embedding"] if use_dynamic else example["full_embedding"]
             context = _pad_text(np.asarray(text, np.float32), self.geometry.text_len)
         return {
             "video": np.asarray(example["video_latents"], np.float32),
@@ -217,7 +220,7 @@ def latent_pipeline(
     seed: int,
     shuffle: bool = True,
     num_epochs: int | None = None,
-    static_caption_prob: float = 0.7,
+    dynamic_caption_prob: float = 0.7,
     text_drop_prob: float = 0.1,
     on_bad_record: str = "skip",
     num_threads: int = 8,
@@ -240,7 +243,7 @@ def latent_pipeline(
         ds = ds.shuffle()
     ds = ds.repeat(num_epochs)
     ds = ds.map(lambda ex: check_latent_record(ex, geometry))
-    ds = ds.random_map(PrepareLatents(geometry, empty_prompt, static_caption_prob, text_drop_prob))
+    ds = ds.random_map(PrepareLatents(geometry, empty_prompt, dynamic_caption_prob, text_drop_prob))
     skip = SkipBadRecords(on_bad_record)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     it = it.filter(skip).batch(batch_size, drop_remainder=True)
@@ -288,6 +291,27 @@ def load_empty_prompt(builder) -> np.ndarray:
             f"{path} not found: a latent data set keeps the empty-prompt embedding there (written by "
             f"`python -m fc_jax.data.preencode`)"
         ) from e
+
+
+class NegativePromptMismatch(ValueError):
+    """The negative-prompt embedding beside a data set encodes another prompt than the configured one."""
+
+
+def load_negative_prompt(builder, prompt: str) -> np.ndarray | None:
+    """The embedding [n, d] of `prompt` stored beside a latent data set as its negative prompt (written by
+    `python -m fc_jax.data.preencode`), or None when the data set has none. Raises `NegativePromptMismatch` when
+    the stored one encodes another prompt."""
+    embedding_path, text_path = negative_prompt_paths(builder)
+    if not os.path.exists(embedding_path):
+        return None
+    with open(text_path, encoding="utf-8") as f:
+        stored = f.read()
+    if stored != prompt:
+        raise NegativePromptMismatch(
+            f"{embedding_path} encodes the negative prompt {stored[:60]!r}..., the config asks for {prompt[:60]!r}...: "
+            f"set config.sampling.negative_prompt to the stored one, or config.sampling.negative_embedding to an "
+            f".npy embedding of the one you want")
+    return np.load(embedding_path, allow_pickle=False)
 
 
 def take_batches(dataset: grain.IterDataset, count: int) -> list[dict[str, Any]]:

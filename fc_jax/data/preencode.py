@@ -8,8 +8,9 @@
 
 For every record of `FashionTriplets` under --src: VAE latents (posterior mean, normalised) of the video
 (`encode_video`), the reference and the garment image (`encode_image`, one latent frame each); umT5 embeddings of
-the static caption and of static + " " + dynamic, trimmed to their lengths. Plus, once, the empty-prompt embedding
-(for guidance dropout). The result is a `FashionLatents` data set under --dst.
+the dynamic caption and of dynamic + " " + static (the authors' caption order), trimmed to their lengths. Plus,
+once, the empty-prompt embedding (guidance dropout) and the embedding of `config.sampling.negative_prompt` (the
+real score's and the teacher sampler's unconditional text). The result is a `FashionLatents` data set under --dst.
 
 - Sharded: each batch holds one record per local device and is split over them (a `data` mesh over the local
   devices); on several hosts, each process takes every process_count-th chunk of records.
@@ -142,9 +143,9 @@ class BatchEncoder:
         video = np.asarray(vae.encode_video(self.vae_params, self.pixels(padded["video"])))[:n]
         reference = np.asarray(vae.encode_image(self.vae_params, self.pixels(padded["reference"])))[:n]
         garment = np.asarray(vae.encode_image(self.vae_params, self.pixels(padded["garment"])))[:n]
-        static = [str(s) for s in batch["static_caption"]]
-        full = [f"{s} {d}" for s, d in zip(static, map(str, batch["dynamic_caption"]))]
-        emb, lengths = self.text(static + full)
+        dynamic = [str(d) for d in batch["dynamic_caption"]]
+        full = [f"{d} {s}" for d, s in zip(dynamic, map(str, batch["static_caption"]))]
+        emb, lengths = self.text(dynamic + full)
         out = []
         for i in range(n):
             out.append({
@@ -152,10 +153,10 @@ class BatchEncoder:
                 "video_latents": video[i].astype(np.float32),
                 "reference_latent": reference[i].astype(np.float32),
                 "garment_latent": garment[i].astype(np.float32),
-                "static_embedding": emb[i, : lengths[i]].astype(np.float32),
+                "dynamic_embedding": emb[i, : lengths[i]].astype(np.float32),
                 "full_embedding": emb[n + i, : lengths[n + i]].astype(np.float32),
-                "static_caption": static[i],
-                "dynamic_caption": str(batch["dynamic_caption"][i]),
+                "static_caption": str(batch["static_caption"][i]),
+                "dynamic_caption": dynamic[i],
                 "garment_type": str(batch["garment_type"][i]),
                 "source": str(batch["source"][i]),
             })
@@ -231,6 +232,19 @@ def encode_split(builder, split: str, dst: str, encoder: BatchEncoder, config, c
     return skipped
 
 
+def write_prompt_embeddings(builder, text, negative_prompt: str) -> None:
+    """Encode the empty prompt and `negative_prompt` once (`text`: prompts -> (embeddings, lengths)) and write
+    them beside the latent data set, trimmed to their lengths, with the negative prompt's text."""
+    from fc_jax.data import triplets
+
+    emb, lengths = text([EMPTY_PROMPT, negative_prompt])
+    np.save(triplets.empty_prompt_path(builder), emb[0, : lengths[0]].astype(np.float32))
+    embedding_path, text_path = triplets.negative_prompt_paths(builder)
+    np.save(embedding_path, emb[1, : lengths[1]].astype(np.float32))
+    with open(text_path, "w", encoding="utf-8") as f:
+        f.write(negative_prompt)
+
+
 def preencode(config, src: str, dst: str, encoder: BatchEncoder, splits=None, chunk: int = 64,
               on_bad_record: str = "skip"):
     """Encode `splits` (default all) of the triplets under `src` into a latent data set under `dst`."""
@@ -251,8 +265,7 @@ def preencode(config, src: str, dst: str, encoder: BatchEncoder, splits=None, ch
     sync("preencode chunks written")
     if is_main_process():
         out = triplets.write_dataset("latents", dst, {s: read_chunks(dst, s) for s in splits})
-        emb, lengths = encoder.text([EMPTY_PROMPT])
-        np.save(triplets.empty_prompt_path(out), emb[0, : lengths[0]].astype(np.float32))
+        write_prompt_embeddings(out, encoder.text, config.sampling.negative_prompt)
     sync("preencode data set written")
     return skipped
 

@@ -2,8 +2,8 @@
 endless, shuffled, checkpointable; fixed evaluation batches):
 - latent triplets (the DiT stages): a `FashionLatents` data set made by `python -m fc_jax.data.preencode`, or with
   `config.data.synthetic` a synthetic one written once under the workdir (`open_latent_data`, `latent_batches`);
-- pixel clips (the VAE stage): `FashionTriplets` videos, or with `config.data.tinyworld` a tiny-world data set
-  rendered once under the workdir (`open_triplet_data`), cut into random clips (`clip_batches`)."""
+- pixel clips (the VAE stage): `FashionTriplets` videos (curation's, or the tiny world's, which the stage
+  renders itself: this layer imports nothing above it), cut into random clips (`clip_batches`)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def open_latent_data(config, workdir: str):
 
 def latent_batches(config, builder, host_batch: int, process_index: int, process_count: int):
     """(training batches per host: an endless, shuffled grain pipeline; its bad-record filter; fixed
-    evaluation batches: static + dynamic caption, no text dropout)."""
+    evaluation batches: the full caption (dynamic + static), no text dropout)."""
     data, train = config.data, config.train
     geometry = LatentGeometry.from_config(config)
     empty = load_empty_prompt(builder)
@@ -96,27 +96,6 @@ def negative_prompt(config, builder) -> np.ndarray:
         f"{builder.name} under {builder.data_dir} holds no negative-prompt embedding (negative_prompt.npy): run "
         f"`python -m fc_jax.data.preencode` again, or set config.sampling.negative_embedding to an .npy [n, {dim}] "
         f"embedding of config.sampling.negative_prompt")
-
-
-def open_triplet_data(config, workdir: str):
-    """The `FashionTriplets` builder of `config.data` (with `data.tinyworld`, a tiny-world data set of
-    `data.tinyworld_examples` train and eval records at the config's video geometry, rendered once under
-    WORKDIR/tinyworld_data by the main process)."""
-    data = config.data
-    if not data.get("tinyworld", False):
-        if not data.data_dir:
-            raise ValueError("config.data.data_dir is empty: point it at a FashionTriplets data set (curation's "
-                             "output, or `python -m fc_jax.tinyworld write`), or set config.data.tinyworld=True")
-        return triplets.open_builder("triplets", data.data_dir)
-    from fc_jax.tinyworld.dataset import write_tinyworld
-
-    data_dir = os.path.join(workdir, "tinyworld_data")
-    if is_main_process() and not triplets.FashionTriplets(data_dir=data_dir).is_prepared():
-        n, v = int(data.tinyworld_examples), config.video
-        write_tinyworld(data_dir, {"train": n, "eval": max(n // 8, 1)}, height=v.height, width=v.width,
-                        num_frames=v.num_frames)
-    sync("tiny-world data written")
-    return triplets.open_builder("triplets", data_dir)
 
 
 class RandomClip(grain.transforms.RandomMap):

@@ -72,14 +72,14 @@ def synthetic_latents(
         garment = rng.standard_normal((1, height, width, channels), np.float32)
         mix = np.cos(phases)[:, None, None, None] * reference + np.sin(phases)[:, None, None, None] * garment
         video = mix + 0.1 * rng.standard_normal((frames, height, width, channels), np.float32)
-        n_static = int(rng.integers(1, max_text_len + 1))
-        n_full = int(rng.integers(n_static, max_text_len + 1))
+        n_dynamic = int(rng.integers(1, max_text_len + 1))
+        n_full = int(rng.integers(n_dynamic, max_text_len + 1))
         yield {
             "id": f"synthetic-latents-{seed}-{i:06d}",
             "video_latents": video.astype(np.float32),
             "reference_latent": reference,
             "garment_latent": garment,
-            "static_embedding": 0.5 * rng.standard_normal((n_static, text_dim), np.float32),
+            "dynamic_embedding": 0.5 * rng.standard_normal((n_dynamic, text_dim), np.float32),
             "full_embedding": 0.5 * rng.standard_normal((n_full, text_dim), np.float32),
             "static_caption": f"synthetic static caption {i}",
             "dynamic_caption": f"synthetic dynamic caption {i}",

@@ -7,10 +7,12 @@ numpy decoding), which `fc_jax.data.pipeline` feeds to grain.
 - `FashionTriplets`: pixels. `video` uint8 [F, H, W, 3], `reference` and `garment` uint8 [H, W, 3], the static
   caption (appearance) and the dynamic caption (motion), the garment type and the source metadata (JSON text).
 - `FashionLatents`: what `python -m fc_jax.data.preencode` makes of it. Normalised VAE latents `video_latents`
-  [f, h, w, 48], `reference_latent` / `garment_latent` [1, h, w, 48]; umT5 embeddings of the static caption and of
-  static + " " + dynamic (the authors' mixed captions), each trimmed to its true length [n, d]; plus the text
-  fields. The empty-prompt embedding (for guidance dropout) is written once beside the data set
-  (`empty_prompt.npy`, see `empty_prompt_path`).
+  [f, h, w, 48], `reference_latent` / `garment_latent` [1, h, w, 48]; umT5 embeddings of the dynamic caption and
+  of dynamic + " " + static (the authors' mixed captions: their `en_long[0]` alone, or `en_long[0] + " " +
+  en_long[1]`), each trimmed to its true length [n, d]; plus the text fields. Written once beside the data set:
+  the empty-prompt embedding (guidance dropout; `empty_prompt.npy`, see `empty_prompt_path`) and the negative
+  prompt's (the real score's and the teacher sampler's unconditional text; `negative_prompt.npy` with the prompt
+  it encodes in `negative_prompt.txt`, see `negative_prompt_paths`).
 
 Shapes are left variable in the feature spec; the pipeline checks every record against the run's geometry and
 skips (or stops on) one that does not fit, naming it.
@@ -22,9 +24,10 @@ curation pipeline (`fc_jax.data.curate`) writes its output so, one new part per 
 
 Real data comes from a manifest in the authors' layout (`examples_from_manifest`): a CSV with columns `video`
 (an .mp4; its reference image `<stem>_src.png` and garment image `<stem>_cloth.png` beside it) and `prompt` (JSON
-whose `en_long` holds [static caption, dynamic caption]), optionally `garment_type`. Videos are decoded with
-PyAV (`pip install av`); frames and reference are resized to cover the target and centre-cropped, the garment is
-resized to fit and padded on white, as the authors do.
+whose `en_long` holds [dynamic caption, static caption]: motion first, appearance second, as in the authors'
+`assets/examples/meta_train.csv`), optionally `garment_type`. Videos are decoded with PyAV (`pip install av`);
+frames and reference are resized to cover the target and centre-cropped, the garment is resized to fit and
+padded on white, with the authors' training resampling (`fc_jax.images`, rule "training").
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 TEXT_FIELDS = ("id", "static_caption", "dynamic_caption", "garment_type", "source")
 PART = re.compile(r"part-\d{5}")  # the folder of one part of a data set written in parts
@@ -65,7 +69,7 @@ def latent_features() -> tfds.features.FeaturesDict:
             "video_latents": f32(4),
             "reference_latent": f32(4),
             "garment_latent": f32(4),
-            "static_embedding": f32(2),
+            "dynamic_embedding": f32(2),
             "full_embedding": f32(2),
             **_text_features(),
         }
@@ -91,6 +95,17 @@ class _ExamplesBuilder(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
+    def is_prepared(self) -> bool:
+        # TFDS warns about any version folder without dataset_info.json, i.e. about every data set not written yet.
+        return (epath.Path(self.data_dir) / "dataset_info.json").exists() and super().is_prepared()
+
+    # Nothing is downloaded: no "Downloading and preparing dataset ..." / "... downloaded and prepared" banners.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _split_generators(self, dl_manager):
         if self._examples is None:
             raise ValueError(
@@ -113,6 +128,10 @@ class FashionTriplets(_ExamplesBuilder):
 
 class FashionLatents(_ExamplesBuilder):
     DESCRIPTION = "Pre-encoded triplets: VAE latents of video, reference and garment; umT5 caption embeddings."
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "First version.",
+                     "2.0.0": "dynamic_embedding (the dynamic caption alone) replaces static_embedding, and "
+                              "full_embedding is dynamic + static: the authors' caption order."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION, features=latent_features())
@@ -151,16 +170,25 @@ def write_dataset(kind: str, data_dir: str, splits: Mapping[str, Iterable[dict]]
     builder = BUILDERS[kind](data_dir=data_dir, examples=splits)
     if builder.is_prepared():
         raise FileExistsError(f"{builder.data_dir} already holds a {builder.name} data set")
-    builder.download_and_prepare(
-        download_dir=os.path.join(data_dir, "downloads"),
-        download_config=tfds.download.DownloadConfig(verify_ssl=False),
-    )
+    tfds.display_progress_bar(False)  # TFDS's per-split bars; callers report their own progress
+    try:
+        builder.download_and_prepare(
+            download_dir=os.path.join(data_dir, "downloads"),
+            download_config=tfds.download.DownloadConfig(verify_ssl=False),
+        )
+    finally:
+        tfds.display_progress_bar(True)
     return BUILDERS[kind](data_dir=data_dir)
 
 
 def empty_prompt_path(builder: tfds.core.DatasetBuilder) -> str:
     """Where a latent data set keeps the empty-prompt embedding [n, d] (float32 .npy)."""
     return os.path.join(builder.data_dir, "empty_prompt.npy")
+
+
+def negative_prompt_paths(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+    """Where a latent data set keeps the negative prompt's embedding [n, d] (float32 .npy) and its text (.txt)."""
+    return os.path.join(builder.data_dir, "negative_prompt.npy"), os.path.join(builder.data_dir, "negative_prompt.txt")
 
 
 def record_name(builder: tfds.core.DatasetBuilder, split: str, index: int) -> str:
@@ -185,32 +213,6 @@ def _shard_label(path: str) -> str:
 # Real data: the authors' manifest layout.
 
 
-def cover_crop(image, height: int, width: int):
-    """Resize (PIL image) so it covers height x width, keeping its aspect ratio, then centre-crop."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = max(height / h, width / w)
-    new_w, new_h = int(w * scale), int(h * scale)
-    image = image.resize((max(new_w, width), max(new_h, height)), Image.Resampling.BICUBIC)
-    left = (image.size[0] - width) // 2
-    top = (image.size[1] - height) // 2
-    return image.crop((left, top, left + width, top + height))
-
-
-def fit_pad_white(image, height: int, width: int):
-    """Resize (PIL image) to fit inside height x width, keeping its aspect ratio, centred on white."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = min(width / w, height / h)
-    new_w, new_h = int(w * scale), int(h * scale)
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    canvas.paste(image, ((width - new_w) // 2, (height - new_h) // 2))
-    return canvas
-
-
 def read_video_frames(path: str, num_frames: int) -> list:
     """The first `num_frames` frames of a video file as RGB PIL images (PyAV)."""
     try:
@@ -229,14 +231,14 @@ def read_video_frames(path: str, num_frames: int) -> list:
 
 
 def captions_from_prompt(prompt_json: str, where: str) -> tuple[str, str]:
-    """(static, dynamic) captions from the authors' prompt JSON (`en_long` = [static, dynamic]; `cn_long`,
+    """(static, dynamic) captions from the authors' prompt JSON, whose `en_long` is [dynamic, static] (`cn_long`,
     then the short forms, stand in where it is missing)."""
     prompts = json.loads(prompt_json)
     for key in ("en_long", "cn_long", "en_short", "cn_short"):
         value = prompts.get(key)
         if isinstance(value, (list, tuple)) and len(value) >= 2:
-            return str(value[0]), str(value[1])
-    raise ValueError(f"{where}: the prompt JSON has no [static, dynamic] caption pair under en_long/cn_long")
+            return str(value[1]), str(value[0])
+    raise ValueError(f"{where}: the prompt JSON has no [dynamic, static] caption pair under en_long/cn_long")
 
 
 def examples_from_manifest(
@@ -245,6 +247,8 @@ def examples_from_manifest(
     """Triplet examples from an authors'-layout CSV (see the module docstring), resized to height x width.
     A row that fails is passed to `on_error(row name, exception)` and skipped, or raises if none is given."""
     from PIL import Image
+
+    from fc_jax.images import cover_crop, fit_pad
 
     base = os.path.dirname(os.path.abspath(csv_path))
     with open(csv_path, newline="") as f:
@@ -255,9 +259,10 @@ def examples_from_manifest(
             video_path = row["video"] if os.path.isabs(row["video"]) else os.path.join(base, row["video"])
             stem = os.path.splitext(video_path)[0]
             static, dynamic = captions_from_prompt(row["prompt"], where)
-            frames = [np.asarray(cover_crop(im, height, width)) for im in read_video_frames(video_path, num_frames)]
-            reference = np.asarray(cover_crop(Image.open(stem + "_src.png").convert("RGB"), height, width))
-            garment = np.asarray(fit_pad_white(Image.open(stem + "_cloth.png").convert("RGB"), height, width))
+            frames = [np.asarray(cover_crop(im, height, width, "training"))
+                      for im in read_video_frames(video_path, num_frames)]
+            reference = np.asarray(cover_crop(Image.open(stem + "_src.png").convert("RGB"), height, width, "training"))
+            garment = np.asarray(fit_pad(Image.open(stem + "_cloth.png").convert("RGB"), height, width, "training"))
         except (OSError, ValueError, KeyError) as e:
             if on_error is None:
                 raise ValueError(f"{where}: {e}") from e

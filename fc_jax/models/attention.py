@@ -9,8 +9,9 @@ batch row to a valid key prefix (a partly filled KV cache).
 
 Backends:
 - `xla`: plain softmax attention; builds the T×S mask from the layout. The reference; small sizes only.
-- `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`. A layout whose query blocks each see a key
-  *prefix* (block-causal in token order) runs as one fused call per query block over a static key slice.
+- `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`. A layout runs as one fused call per run of
+  query tokens over the keys that run sees: a static key slice when they are a prefix (block-causal in token
+  order; `kv_lengths` allowed), else the concatenation of their static key ranges (no `kv_lengths`).
 - `auto`: `cudnn` on GPUs, `chunked` elsewhere (CPU, TPU).
 - `chunked`: pure-JAX online softmax over key tiles (flash-attention style), any backend/device. It computes the
   mask tile by tile from the block ids and skips, statically, key tiles the layout rules out entirely.
@@ -56,19 +57,27 @@ class BlockLayout:
         """The [T, S] boolean mask (for the reference backend and tests only)."""
         return self.allowed[self.q_blocks[:, None], self.k_blocks[None, :]]
 
-    def prefix_lengths(self) -> list[tuple[int, int, int]] | None:
-        """If every query block sees exactly a key prefix, [(q_start, q_end, key_prefix_len)] per run of query
-        tokens; else None."""
+    def key_ranges(self) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        """[(q_start, q_end, [(k_start, k_end), ...])] per run of query tokens of one block: the contiguous key
+        ranges that run sees, in token order."""
         runs = []
         start = 0
         q = self.q_blocks
         for end in list(np.nonzero(np.diff(q))[0] + 1) + [len(q)]:
-            visible = self.allowed[q[start], self.k_blocks]
-            n = int(visible.sum())
-            if not visible[:n].all():
-                return None
-            runs.append((start, int(end), n))
+            visible = np.concatenate([[False], self.allowed[q[start], self.k_blocks], [False]])
+            edges = np.nonzero(np.diff(visible.astype(np.int8)))[0]
+            runs.append((start, int(end), [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]))
             start = int(end)
+        return runs
+
+    def prefix_lengths(self) -> list[tuple[int, int, int]] | None:
+        """If every query block sees exactly a key prefix, [(q_start, q_end, key_prefix_len)] per run of query
+        tokens; else None."""
+        runs = []
+        for start, end, ranges in self.key_ranges():
+            if len(ranges) > 1 or (ranges and ranges[0][0] != 0):
+                return None
+            runs.append((start, end, ranges[0][1] if ranges else 0))
         return runs
 
 
@@ -126,6 +135,27 @@ def teacher_forcing_layout(num_chunks: int, chunk_frames: int, tokens_per_frame:
     return BlockLayout(ids, ids, allowed)
 
 
+def cached_chunks_layout(num_chunks: int, chunk_frames: int, tokens_per_frame: int,
+                         cond_frames: int = 2) -> BlockLayout:
+    """`num_chunks` consecutive chunks read against a KV cache in one forward (`dit.CachePrefix`).
+
+    Queries: the chunks. Keys: [condition block, chunks 0 .. num_chunks − 2 as committed to the cache, the chunks
+    themselves]. Chunk k sees the condition block, the committed chunks before it and itself: what the streaming
+    student's chunk k sees of the cache. Query block k is chunk k; key block 0 the conditions, 1 + j committed
+    chunk j, num_chunks + k chunk k itself.
+    """
+    n, per_chunk = num_chunks, chunk_frames * tokens_per_frame
+    q_ids = np.repeat(np.arange(n), per_chunk)
+    committed = 1 + np.repeat(np.arange(n - 1), per_chunk)
+    k_ids = np.concatenate([np.zeros(cond_frames * tokens_per_frame, int), committed, n + q_ids])
+    allowed = np.zeros((n, 2 * n), bool)
+    allowed[:, 0] = True
+    for k in range(n):
+        allowed[k, 1 : 1 + k] = True  # committed chunks before k
+        allowed[k, n + k] = True  # itself
+    return BlockLayout(q_ids, k_ids, allowed)
+
+
 def attention(
     q: jax.Array,
     k: jax.Array,
@@ -150,7 +180,7 @@ def attention(
     if backend == "xla":
         return _xla_attention(q, k, v, layout, kv_lengths)
     if backend == "cudnn":
-        return _by_key_prefix(q, k, v, layout, kv_lengths, _cudnn_attention)
+        return _by_key_ranges(q, k, v, layout, kv_lengths, _cudnn_attention)
     if backend == "chunked":
         return chunked_attention(q, k, v, layout, kv_lengths, q_block=q_block, kv_block=kv_block)
     raise ValueError(f"unknown attention backend {backend!r}; expected one of {BACKENDS}")
@@ -176,18 +206,23 @@ def _cudnn_attention(q, k, v, kv_lengths):
     ).astype(q.dtype)
 
 
-def _by_key_prefix(q, k, v, layout, kv_lengths, dense_fn: Callable):
-    """Run `dense_fn(q_run, k_prefix, v_prefix, kv_lengths)` per run of query blocks that see a key prefix."""
+def _by_key_ranges(q, k, v, layout, kv_lengths, dense_fn: Callable):
+    """Run `dense_fn(q_run, k_run, v_run, kv_lengths)` per run of query tokens of one block over the keys it sees:
+    a key prefix (lengths capped to it), or the concatenation of its key ranges (only without `kv_lengths`, which
+    count a valid key prefix)."""
     if layout is None:
         return dense_fn(q, k, v, kv_lengths)
-    runs = layout.prefix_lengths()
-    if runs is None:
-        raise ValueError("this block layout is not block-causal in token order; use the 'chunked' backend")
-    outs = []
-    for start, end, n in runs:
-        lengths = None if kv_lengths is None else jnp.minimum(kv_lengths, n)
-        outs.append(dense_fn(q[:, start:end], k[:, :n], v[:, :n], lengths))
-    return jnp.concatenate(outs, axis=1)
+    prefix = layout.prefix_lengths()
+    if prefix is not None:
+        return jnp.concatenate([dense_fn(q[:, a:b], k[:, :n], v[:, :n],
+                                         None if kv_lengths is None else jnp.minimum(kv_lengths, n))
+                                for a, b, n in prefix], axis=1)
+    if kv_lengths is not None:
+        raise ValueError("kv_lengths limit a key prefix, and this block layout is not block-causal in token order; "
+                         "use the 'chunked' backend")
+    gather = lambda x, ranges: jnp.concatenate([x[:, a:b] for a, b in ranges], axis=1)
+    return jnp.concatenate([dense_fn(q[:, a:b], gather(k, ranges), gather(v, ranges), None)
+                            for a, b, ranges in layout.key_ranges()], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

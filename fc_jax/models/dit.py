@@ -9,6 +9,8 @@ One module serves every mode; the mode is an argument:
 Latents are channels-last `[B, F, H, W, C]`. Timesteps may be per sample `[B]`, per latent frame `[B, F]` or per
 token `[B, F·H'·W']` (H' = H/2, W' = W/2); per-frame timesteps run the time MLP once per frame instead of once per
 token. Norms, modulation, the time embedding and the residual stream are fp32; matmuls run in the config's dtype.
+(The authors train in bf16 throughout: FSDP `MixedPrecision(param_dtype=bfloat16)`, `utils/distributed.py`, with
+the fp32 autocasts of their `model.py` commented out. fc_jax keeps upstream Wan's fp32 islands on purpose.)
 """
 
 from __future__ import annotations
@@ -96,6 +98,40 @@ def _constrain(x, names):
     return nn.with_logical_constraint(x, names)
 
 
+def straight_through(value, surrogate):
+    """`value` in the forward pass; in the backward pass its cotangent goes to `surrogate` (same shape), none to
+    `value`. Written `sg(value) + (surrogate − sg(surrogate))`: the bracket is exactly 0, so the forward value is
+    `value` bit for bit whatever the dtype."""
+    return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate)).astype(value.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachePrefix:
+    """Self-attention over a cache's first `length` tokens followed by the new tokens (instead of writing the new
+    tokens into the cache at `write_at`): keys and values `[cache[:, :length], new]`, masked by the `layout`.
+
+    `straight_through_from` = s marks the cache tokens [s, length) as the committed form of the new tokens
+    [0, length − s): their forward values come from the cache, their gradient goes to those new tokens
+    (`straight_through`), as an in-place cache write that keeps autograd history would send it. None: the cache
+    tokens carry no gradient."""
+
+    length: int
+    straight_through_from: int | None = None
+
+    def keys_values(self, buffers, new):
+        """buffers (k, v) [B, S, N, H] and the new (k, v) [B, T, N, H] -> the attended (k, v) [B, length + T, N, H]
+        in the buffers' dtype."""
+        out = []
+        for buffer, x in zip(buffers, new):
+            head, x = buffer[:, : self.length], x.astype(buffer.dtype)
+            s = self.straight_through_from
+            if s is not None:
+                committed = straight_through(head[:, s:], x[:, : self.length - s])
+                head = jnp.concatenate([head[:, :s], committed], axis=1)
+            out.append(jnp.concatenate([head, x], axis=1))
+        return tuple(out)
+
+
 class RMSNorm(nn.Module):
     """x · rsqrt(mean(x²) + eps) · scale, in fp32 (q/k norm over the full width)."""
 
@@ -135,10 +171,12 @@ class Attention(nn.Module):
     can cache them. `cached_kv=(k, v)` skips computing them from `context` (a cached cross-attention).
     `kv_buffer=(k_buf, v_buf)` [B, S_buf, N, H] plus `write_at` (int): the new keys/values are written into a
     copy of the buffer at token `write_at` and the queries attend over that buffer (limit with `kv_lengths`);
-    the returned (k, v) are then the new ones only.
+    with `prefix` (a `CachePrefix`) instead, they attend over the buffer's prefix followed by the new keys/values.
+    The returned (k, v) are then the new ones only.
     """
 
     cfg: DiTConfig
+    prefix: CachePrefix | None = None
 
     @nn.compact
     def __call__(self, x, context, rope=None, layout=None, kv_lengths=None, cached_kv=None, kv_buffer=None,
@@ -159,7 +197,9 @@ class Attention(nn.Module):
             q = apply_rope(q, *rope)
         q = _constrain(q, ("batch", "tokens", "heads", "head_dim"))
         keys, values = k, v
-        if kv_buffer is not None:
+        if kv_buffer is not None and self.prefix is not None:
+            keys, values = self.prefix.keys_values(kv_buffer, (k, v))
+        elif kv_buffer is not None:
             keys = jax.lax.dynamic_update_slice_in_dim(kv_buffer[0], k.astype(kv_buffer[0].dtype), write_at, axis=1)
             values = jax.lax.dynamic_update_slice_in_dim(kv_buffer[1], v.astype(kv_buffer[1].dtype), write_at, axis=1)
         y = attention(
@@ -174,12 +214,14 @@ class Block(nn.Module):
 
     x: [B, L, D] fp32 residual stream; e0: [B, F, P, 6, D] modulation (P = 1 per frame or H'W' per token);
     ctx: [B, Lt, D] embedded text (None when `cache` holds the cross-attention K/V); rope: (cos, sin);
-    cache: this layer's {"k", "v"} self-attention buffers [B, S, N, H] and/or {"cross_k", "cross_v"}.
+    cache: this layer's {"k", "v"} self-attention buffers [B, S, N, H] and/or {"cross_k", "cross_v"}; `prefix`:
+    how the self-attention reads the buffers (see `CachePrefix`; None: the new tokens are written at `write_at`).
     Returns (x, kv) with kv = {"k", "v", "cross_k", "cross_v"} of this call.
     """
 
     cfg: DiTConfig
     layout: BlockLayout | None = None
+    prefix: CachePrefix | None = None
 
     @nn.compact
     def __call__(self, x, e0, ctx, rope, kv_lengths=None, write_at=None, cache=None):
@@ -202,7 +244,8 @@ class Block(nn.Module):
 
         h = modulate(layer_norm(x, cfg.eps), shift_sa, scale_sa)
         buffer = (cache["k"], cache["v"]) if "k" in cache else None
-        y, (k, v) = Attention(cfg, name="self_attn")(h, h, rope, self.layout, kv_lengths, None, buffer, write_at)
+        y, (k, v) = Attention(cfg, self.prefix, name="self_attn")(h, h, rope, self.layout, kv_lengths, None, buffer,
+                                                                  write_at)
         x = _constrain(x + gated(y, gate_sa), ("batch", "tokens", "embed"))
 
         h = nn.LayerNorm(
@@ -232,6 +275,7 @@ class _ScannedBlock(nn.Module):
     cfg: DiTConfig
     layout: BlockLayout | None = None
     return_kv: bool = False
+    prefix: CachePrefix | None = None
 
     @nn.compact
     def __call__(self, x, shared, cache):
@@ -239,7 +283,7 @@ class _ScannedBlock(nn.Module):
         block = Block
         if self.cfg.remat_policy != "none":
             block = nn.remat(Block, policy=REMAT_POLICIES[self.cfg.remat_policy], prevent_cse=False)
-        x, kv = block(self.cfg, self.layout, name="block")(x, e0, ctx, rope, kv_lengths, write_at, cache)
+        x, kv = block(self.cfg, self.layout, self.prefix, name="block")(x, e0, ctx, rope, kv_lengths, write_at, cache)
         return x, (kv if self.return_kv else None)
 
 
@@ -260,6 +304,7 @@ class WanDiT(nn.Module):
         cache=None,
         write_at=None,
         return_kv: bool = False,
+        cache_prefix: CachePrefix | None = None,
     ):
         """latents [B, F, H, W, C_in]; timesteps [B] | [B, F] | [B, F·H'·W']; context [B, Lt, text_dim] (may be
         None when `cache` holds the cross-attention K/V); frame_positions [F] RoPE frame index of each latent
@@ -267,7 +312,8 @@ class WanDiT(nn.Module):
         kv_lengths [B]: valid keys per row.
 
         cache: per-layer arrays stacked on a leading layers axis — {"k", "v"} [L, B, S, N, H] self-attention
-        buffers the new tokens are written into at token `write_at` before attending over them, and/or
+        buffers the new tokens are written into at token `write_at` before attending over them (with
+        `cache_prefix`: attended as that prefix followed by the new tokens, nothing written), and/or
         {"cross_k", "cross_v"} [L, B, Lt, N, H]. Returns the flow prediction [B, F, H, W, C_out] (fp32), and with
         `return_kv` also {"k", "v", "cross_k", "cross_v"} [L, B, T, N, H] computed by this call.
         """
@@ -311,7 +357,7 @@ class WanDiT(nn.Module):
             in_axes=(nn.broadcast, 0),
             length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
-        )(cfg, layout, return_kv, name="blocks")
+        )(cfg, layout, return_kv, cache_prefix, name="blocks")
         x, kv = blocks(x, (e0, ctx, rope, kv_lengths, write_at), cache)
         out = self._head(x, e, b, f, gh, gw)
         return (out, kv) if return_kv else out

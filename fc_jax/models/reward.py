@@ -1,6 +1,7 @@
 """The aesthetic reward model (REFERENCE §5): CLIP ViT-L/14 image embedding -> LAION "improved aesthetic predictor".
 
-    frames [N, H, W, 3] -> clip_preprocess (224 bicubic resize of the short side, centre crop, CLIP mean/std)
+    frames [N, H, W, 3] -> clip_preprocess (uint8 steps as the authors and PIL, 224 bicubic resize of the short
+      side, centre crop, CLIP mean/std)
       -> CLIPVision: patch conv (no bias) + class token + learned positions, pre-LN, pre-norm transformer
          blocks (quick-GELU MLP), post-LN of the class token, visual projection (no bias)
       -> L2 normalise -> MLP 768 -> 1024 -> 128 -> 64 -> 16 -> 1 (no activations; dropout is a no-op at inference)
@@ -127,20 +128,27 @@ class AestheticReward(nn.Module):
         return AestheticHead(name="head")(embeds)
 
 
-def clip_preprocess(images: jax.Array, image_size: int = 224) -> jax.Array:
-    """HF CLIPImageProcessor in JAX: images [N, H, W, 3] in [0, 1] -> [N, S, S, 3] normalised.
+def clip_preprocess(images: jax.Array, image_size: int = 224, quantize: bool = True) -> jax.Array:
+    """HF CLIPImageProcessor (its PIL path) in JAX: images [N, H, W, 3] in [0, 1] -> [N, S, S, 3] normalised.
 
     Bicubic resize so the short side is `image_size` (long side `int(S * long / short)`, as transformers computes
-    it; antialiased when shrinking), centre crop to S x S, then `(x - CLIP_MEAN) / CLIP_STD`. Differs from the PIL
-    path of transformers only by PIL's uint8 rounding of the resized image.
+    it; antialiased when shrinking), width first then height as PIL resamples, centre crop to S x S, then
+    `(x - CLIP_MEAN) / CLIP_STD`. `quantize` (the authors' reward path, `models/gr_dmd_ic.py`: decoded frames
+    rounded to uint8 before `CLIPProcessor`, whose PIL resize keeps uint8 after each pass): the images are rounded
+    to 1/255 steps before and after each pass. Then it differs from transformers only by PIL's fixed-point
+    weights: one uint8 step on under 0.1% of the pixels (`tests/test_authors_alignment.py`). Without `quantize`,
+    float throughout.
     """
     n, h, w, ch = images.shape
     if ch != 3:
         raise ValueError(f"clip_preprocess expects RGB images [N, H, W, 3], got {images.shape}")
+    steps = (lambda x: jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0) / 255.0) if quantize else (lambda x: x)
     short, long = (h, w) if h <= w else (w, h)
     new_long = int(image_size * long / short)
     new_h, new_w = (image_size, new_long) if h <= w else (new_long, image_size)
-    x = jax.image.resize(images.astype(jnp.float32), (n, new_h, new_w, 3), method="bicubic", antialias=True)
+    x = steps(images.astype(jnp.float32))
+    x = steps(jax.image.resize(x, (n, h, new_w, 3), method="bicubic", antialias=True))
+    x = steps(jax.image.resize(x, (n, new_h, new_w, 3), method="bicubic", antialias=True))
     top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
     x = x[:, top : top + image_size, left : left + image_size]
     return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)

@@ -16,7 +16,8 @@ from fc_jax.sampling.unipc import UniPCState, unipc_schedule, unipc_step
 
 
 def guided_flow(model, params, reference, garment, x, t, context, negative_context, guidance_scale: float):
-    """v = v_uncond + g·(v_cond − v_uncond), the unconditional pass using `negative_context` (text dropped)."""
+    """v = v_uncond + g·(v_cond − v_uncond), the unconditional pass with `negative_context` in place of the text
+    (reference and garment kept)."""
     b = x.shape[0]
     if guidance_scale == 1.0:
         return dit.in_context_forward(model, params, reference, garment, x, jnp.full((b,), t), context)
@@ -29,7 +30,7 @@ def guided_flow(model, params, reference, garment, x, t, context, negative_conte
     return v_uncond + guidance_scale * (v_cond - v_uncond)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "shift", "guidance_scale"))
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "shift", "guidance_scale", "sigma_grid"))
 def sample_teacher(
     model,
     params,
@@ -42,10 +43,13 @@ def sample_teacher(
     num_steps: int,
     shift: float,
     guidance_scale: float,
+    sigma_grid: str = "diffusers",
 ):
     """Denoise `noise` [B, F, H, W, C] into clean video latents conditioned on reference / garment latents
-    [B, 1, H, W, C] and text embeddings [B, L, text_dim] (negative: the empty-prompt embedding)."""
-    schedule = unipc_schedule(num_steps, shift)
+    [B, 1, H, W, C] and text embeddings [B, L, text_dim]; `negative_context` is the unconditional text, the
+    embedding of `config.sampling.negative_prompt` (the authors' Wan negative prompt, `pipelines/
+    wan22_ic_inference.py`). `sigma_grid`: `config.sampling.teacher_sigmas` (`unipc.flow_sigmas`)."""
+    schedule = unipc_schedule(num_steps, shift, grid=sigma_grid)
     timesteps = jnp.asarray(schedule.timesteps, jnp.float32)
 
     def step(carry, i):

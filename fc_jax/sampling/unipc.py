@@ -52,12 +52,27 @@ class UniPCState:
         return cls(zeros, zeros, zeros)
 
 
-def flow_sigmas(num_steps: int, shift: float, num_train_timesteps: int = 1000) -> np.ndarray:
-    """[num_steps + 1] shifted flow sigmas ending in 0, as diffusers' `use_flow_sigmas` (first nudged below 1)."""
-    sigmas = np.linspace(1.0, 1.0 / num_train_timesteps, num_steps + 1)[:-1]
-    sigmas = shift_sigma(sigmas, shift)
-    if abs(sigmas[0] - 1.0) < 1e-6:
-        sigmas[0] -= 1e-6  # keeps log σ finite in the first updates, as upstream
+SIGMA_GRIDS = ("diffusers", "wan")
+
+
+def flow_sigmas(num_steps: int, shift: float, num_train_timesteps: int = 1000, grid: str = "diffusers") -> np.ndarray:
+    """[num_steps + 1] shifted flow sigmas ending in 0.
+
+    grid "diffusers" (the default): diffusers' `use_flow_sigmas`, linspace(1, 1/n_train, steps + 1)[:-1] shifted,
+    the first nudged below 1 (log σ stays finite); the sampler starts at the noise level of its pure-noise input.
+    grid "wan": Wan's `FlowUniPCMultistepScheduler` as the authors build it (`utils/fm_solvers_unipc.py`, made with
+    shift 1 then `set_timesteps(n, shift=5)`): linspace(σ_max, 0, steps + 1)[:-1] shifted, σ_max = 1 − 1/n_train
+    (0.999) rounded to float32, so sampling starts at σ = shift(0.999) < 1.
+    """
+    if grid == "diffusers":
+        sigmas = shift_sigma(np.linspace(1.0, 1.0 / num_train_timesteps, num_steps + 1)[:-1], shift)
+        if abs(sigmas[0] - 1.0) < 1e-6:
+            sigmas[0] -= 1e-6  # keeps log σ finite in the first updates, as upstream
+    elif grid == "wan":
+        sigma_max = float(np.float32(1.0 - 1.0 / num_train_timesteps))
+        sigmas = shift_sigma(np.linspace(sigma_max, 0.0, num_steps + 1)[:-1], shift)
+    else:
+        raise ValueError(f"unknown σ grid {grid!r}; expected one of {SIGMA_GRIDS}")
     return np.concatenate([sigmas, [0.0]]).astype(np.float32)
 
 
@@ -91,10 +106,12 @@ def _corrector_rhos(order: int, rks: list[float], hh: float, h_phi_1: float, b_h
     return np.linalg.solve(np.stack(r_rows), np.asarray(b))
 
 
-def unipc_schedule(num_steps: int, shift: float, num_train_timesteps: int = 1000) -> UniPCSchedule:
+def unipc_schedule(num_steps: int, shift: float, num_train_timesteps: int = 1000,
+                   grid: str = "diffusers") -> UniPCSchedule:
+    """The σ table (`flow_sigmas` on `grid`), model timesteps and update coefficients of `num_steps` steps."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
-    sig = flow_sigmas(num_steps, shift, num_train_timesteps)
+    sig = flow_sigmas(num_steps, shift, num_train_timesteps, grid)
     s = sig.astype(np.float64)
     alpha = 1.0 - s
     lam = [_lambda(x) for x in s]

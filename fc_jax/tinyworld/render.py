@@ -447,7 +447,7 @@ def _flat_pose(garment_type: str) -> dict:
 def flat_layout(garment_type: str, height: int, width: int) -> tuple[int, float, float]:
     """(scale, cx, ground) of the flat garment image: the garment of a canonical (medium, average) figure is drawn
     `scale` times larger (an integer: pixel replication keeps the pattern exact) and centred, as curation's
-    `fit_pad_white` fits a garment photo into the frame."""
+    `fc_jax.images.fit_pad` fits a garment photo into the frame."""
     body = Body.of(Person("light", "black", "short", "medium", "average"), height)
     big_h, big_w = 2 * height, 2 * width
     pose = _flat_pose(garment_type)

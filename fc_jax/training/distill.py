@@ -6,22 +6,28 @@ the stage-1 teacher, trained) and the real score (the stage-1 teacher, frozen, k
 iteration = a generator step every `generator_every`-th iteration (the first included), then a critic step:
 
 - rollout: prefill [reference, garment] at t = 0 into a fresh KV cache, generate `num_chunks` chunks of 3 latents
-  with the few-step schedule; one exit step per rollout (drawn on the host, `exit_step_for`, and passed to the
+  with the few-step schedule; one exit step per rollout (drawn on the host, `exit_steps_for`, and passed to the
   compiled steps as an argument: one program serves every exit step) is the only forward with gradient
-  (`fc_jax.training.rollout`);
+  (`fc_jax.training.rollout`: the text path and, by default, a straight-through gradient across chunks);
+- batches: the generator and the critic step each draw their own batch and exit step (the authors' trainer,
+  `trainer/distill_ic.py` `fwdbwd_one_step`), or share one with `config.distill.shared_draws`;
 - generator: t ~ U[0, 1000) per video, shifted, clamped to [20, 980]; `x_t = add_noise(sg(x), ε, t)`; real x0 =
   guided teacher (text-only drop: the negative context, reference and garment kept), fake x0 = conditional critic;
   rewards of the decoded frames (no gradient) weight the frames (`fc_jax.losses.gr_dmd_loss`); without a reward,
   plain `dmd_loss`;
 - critic: flow MSE on the no-grad rollout at an independently drawn t of the same law, conditions at t = 0.
 
-Models are fed t truncated to an integer; `add_noise` and the x0 conversion use σ = t / 1000.
+Models are fed t truncated to an integer; `add_noise` and the x0 conversion use σ of the nearest training-table
+entry (`flow.table_sigma`, the authors' scheduler lookup). The rollout's commit pass sees the chunk noised to the
+table's smallest σ (0.00498 at shift 5) with `config.distill.commit_noise="table"`: the authors' training rollout
+adds noise at its `context_noise` t = 0, which that lookup turns into the table's last entry (their streaming
+inference commits the clean chunk, as `"none"` does here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -96,15 +102,30 @@ def sample_score_timesteps(key, batch: int, shift: float, t_min: float = 20.0, t
     return jnp.clip(t, t_min, t_max)
 
 
-def exit_step_for(seed: int, step: int, steps: int) -> int:
-    """The rollout's exit step of iteration `step`, drawn on the host from (seed, step): a resumed run draws the
-    same as an uninterrupted one, and every process the same."""
-    return int(np.random.default_rng([seed, step, 0xE1]).integers(steps))
+def exit_steps_for(seed: int, step: int, steps: int, shared: bool) -> tuple[int, int]:
+    """(generator's, critic's) rollout exit step of iteration `step`, each in [0, steps), drawn on the host from
+    (seed, step): a resumed run draws the same as an uninterrupted one, and every process the same. `shared`:
+    one draw for both (else each rollout draws its own, as the authors' trainer)."""
+    draw = lambda role: int(np.random.default_rng([seed, step, 0xE1, role]).integers(steps))
+    generator = draw(0)
+    return generator, generator if shared else draw(1)
 
 
-def _x0(model, params, batch, noisy, t, context):
+class IterationBatches(NamedTuple):
+    """The batches of one iteration, each {reference, garment, context, negative_context}: the generator step's
+    and the critic step's (one batch twice with `config.distill.shared_draws`)."""
+
+    generator: dict
+    critic: dict
+
+
+def _x0(model, params, batch, noisy, t, sigma, context):
     v = dit.in_context_forward(model, params, batch["reference"], batch["garment"], noisy, jnp.floor(t), context)
-    return flow.x0_from_flow(noisy, v.astype(jnp.float32), t)
+    return flow.x0_from_flow(noisy, v.astype(jnp.float32), t, sigma)
+
+
+CROSS_CHUNK_GRADIENTS = ("straight_through", "none")  # config.distill.cross_chunk_gradient (see rollout.py)
+COMMIT_NOISES = ("table", "none")  # config.distill.commit_noise (see the module docstring)
 
 
 class Distiller:
@@ -118,6 +139,13 @@ class Distiller:
         self.ema_decay, self.ema_start = float(d.ema_decay), int(d.ema_start)
         self.timesteps, self.sigmas = (jnp.asarray(a, jnp.float32) for a in
                                        flow.student_schedule(config.sampling.student_timesteps, self.shift))
+        if d.cross_chunk_gradient not in CROSS_CHUNK_GRADIENTS:
+            raise ValueError(f"config.distill.cross_chunk_gradient {d.cross_chunk_gradient!r}: expected one of "
+                             f"{CROSS_CHUNK_GRADIENTS}")
+        self.straight_through = d.cross_chunk_gradient == "straight_through"
+        if d.commit_noise not in COMMIT_NOISES:
+            raise ValueError(f"config.distill.commit_noise {d.commit_noise!r}: expected one of {COMMIT_NOISES}")
+        self.commit_sigma = float(flow.table_sigma(0.0, self.shift)) if d.commit_noise == "table" else 0.0
         self.config = config
 
     def rollout(self, params, batch, key, exit_step, gradient: bool = True):
@@ -130,7 +158,9 @@ class Distiller:
         cache = kv_cache.prefill(self.model, jax.lax.stop_gradient(params), cache, ref,
                                  batch["garment"].astype(jnp.float32), batch["context"])
         x, _ = self_forcing_rollout(self.model, params, cache, key, self.timesteps, self.sigmas,
-                                    num_chunks=self.num_chunks, exit_step=exit_step, gradient=gradient)
+                                    num_chunks=self.num_chunks, exit_step=exit_step, gradient=gradient,
+                                    context=batch["context"], straight_through=self.straight_through,
+                                    commit_sigma=self.commit_sigma)
         return x
 
     def generator_loss(self, generator, critic, real, reward_params, batch, key, exit_step):
@@ -139,11 +169,12 @@ class Distiller:
         x = self.rollout(generator, batch, key_roll, exit_step)
         b = x.shape[0]
         t = sample_score_timesteps(key_t, b, self.shift)
-        noisy = flow.add_noise(jax.lax.stop_gradient(x), jax.random.normal(key_noise, x.shape), t)
-        real_cond = _x0(self.model, real, batch, noisy, t, batch["context"])
-        real_uncond = _x0(self.model, real, batch, noisy, t, batch["negative_context"])
+        sigma = flow.table_sigma(t, self.shift)
+        noisy = flow.add_noise(jax.lax.stop_gradient(x), jax.random.normal(key_noise, x.shape), t, sigma)
+        real_cond = _x0(self.model, real, batch, noisy, t, sigma, batch["context"])
+        real_uncond = _x0(self.model, real, batch, noisy, t, sigma, batch["negative_context"])
         real_x0 = real_cond + self.guidance * (real_cond - real_uncond)
-        fake_x0 = _x0(self.model, jax.lax.stop_gradient(critic), batch, noisy, t, batch["context"])
+        fake_x0 = _x0(self.model, jax.lax.stop_gradient(critic), batch, noisy, t, sigma, batch["context"])
         if self.reward is None:
             losses = dmd_loss(x, real_x0, fake_x0)
         else:
@@ -158,7 +189,7 @@ class Distiller:
         x = jax.lax.stop_gradient(self.rollout(generator, batch, key_roll, exit_step, gradient=False))
         t = sample_score_timesteps(key_t, x.shape[0], self.shift)
         noise = jax.random.normal(key_noise, x.shape)
-        noisy = flow.add_noise(x, noise, t)
+        noisy = flow.add_noise(x, noise, t, flow.table_sigma(t, self.shift))
         v = dit.in_context_forward(self.model, critic, batch["reference"], batch["garment"], noisy, jnp.floor(t),
                                    batch["context"])
         return jnp.mean(jnp.square(v.astype(jnp.float32) - flow.flow_target(x, noise)))
@@ -269,19 +300,21 @@ class CompiledSteps:
         return self._cache[key]
 
 
-def iteration(steps: CompiledSteps, state: DistillState, real, batch, *, seed: int, generator_every: int,
-              num_student_steps: int):
-    """One iteration on the host: the generator step when `state.step % generator_every == 0`, then the critic
-    step, both with the iteration's exit step (`exit_step_for`). Returns (state, metrics as numpy)."""
+def iteration(steps: CompiledSteps, state: DistillState, real, batches: IterationBatches, *, seed: int,
+              generator_every: int, num_student_steps: int, shared_draws: bool):
+    """One iteration on the host: the generator step on `batches.generator` when `state.step % generator_every ==
+    0`, then the critic step on `batches.critic`, each with its exit step (`exit_steps_for`; one for both with
+    `shared_draws`). Returns (state, metrics as numpy)."""
     step = int(jax.device_get(state.step))
-    exit_step = steps.exit_step(exit_step_for(seed, step, num_student_steps))
+    exit_gen, exit_critic = exit_steps_for(seed, step, num_student_steps, shared_draws)
     metrics = {}
     if step % generator_every == 0:
-        state, m = steps.generator(batch)(state, real, steps.reward_params, batch, exit_step)
+        state, m = steps.generator(batches.generator)(state, real, steps.reward_params, batches.generator,
+                                                      steps.exit_step(exit_gen))
         metrics.update(jax.device_get(m))
         if not metrics["finite"]:
             return state, metrics
-    state, m = steps.critic(batch)(state, batch, exit_step)
+    state, m = steps.critic(batches.critic)(state, batches.critic, steps.exit_step(exit_critic))
     m = jax.device_get(m)
     metrics["finite"] = bool(m.pop("finite")) and bool(metrics.get("finite", True))
     metrics.update(m)

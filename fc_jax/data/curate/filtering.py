@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from fc_jax.data.curate.scenes import detect_scenes, probe, read_ranges
-from fc_jax.data.triplets import cover_crop
+from fc_jax.images import cover_crop
 from fc_jax.optical_flow import flow_maps
 from fc_jax.video import Video, evenly_spaced, write_video
 
@@ -166,8 +166,8 @@ def filter_video(path: str, work_dir: str, cfg, geometry, faces: FaceCounter, sc
     if not windows:
         return "rejected", outputs, f"duration: no shot of at least {need} frames among {len(scenes)}", \
             _clip_rows(path, vid, info, [(c, w, r, {}) for c, w, r in clips])
-    aspect = lambda im: np.asarray(cover_crop(Image.fromarray(im), *_aspect_box(im.shape, geometry)))
-    to_geometry = lambda im: np.asarray(cover_crop(Image.fromarray(im), geometry.height, geometry.width))
+    aspect = lambda im: np.asarray(cover_crop(Image.fromarray(im), *_aspect_box(im.shape, geometry), "training"))
+    to_geometry = lambda im: np.asarray(cover_crop(Image.fromarray(im), geometry.height, geometry.width, "training"))
     frames, firsts = read_ranges(path, windows, resize=to_geometry)
     results = iter(zip(frames, firsts))
     rows = []

@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from fc_jax.data.curate.manifest import Manifest
-from fc_jax.data.triplets import FashionTriplets, cover_crop, fit_pad_white, part_dirs, write_dataset
+from fc_jax.data.triplets import FashionTriplets, part_dirs, write_dataset
+from fc_jax.images import cover_crop, fit_pad
 from fc_jax.video import read_video
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ def examples(manifest: Manifest, items: list[str], geometry):
             raise ValueError(f"{item}: its clip is {frames.shape}, the data set wants {geometry.num_frames} frames "
                              f"of {geometry.height}x{geometry.width}; was the geometry changed after stage 1?")
         with Image.open(out["reference"]) as im:
-            reference = np.asarray(cover_crop(im.convert("RGB"), geometry.height, geometry.width))
+            reference = np.asarray(cover_crop(im.convert("RGB"), geometry.height, geometry.width, "training"))
         with Image.open(tryoff[item]["garment"]) as im:
-            garment = np.asarray(fit_pad_white(im.convert("RGB"), geometry.height, geometry.width))
+            garment = np.asarray(fit_pad(im.convert("RGB"), geometry.height, geometry.width, "training"))
         cap = captions[item]
         yield {
             "id": item,

@@ -5,9 +5,13 @@ State `distill.DistillState` (generator, critic, their optimizer states, the gen
 generator (and its EMA) come from `config.distill.generator_from` (stage 2), the critic and the frozen real score
 from `config.distill.teacher_from` (stage 1); without them (smoke runs) a random teacher seeded by
 `config.train.seed` is both. Batches: the reference, garment and context of stage 1's latent triplets and the
-empty-prompt embedding as the real score's negative context, [B, ...] (no accumulation). One driver step is one
-iteration (`distill.iteration`: a generator step every `distill.generator_every`-th, then a critic step): two
-programs, compiled before the first step; the rollout's exit step is their argument.
+negative prompt's embedding as the real score's negative context (`fc_jax.data.sources.negative_prompt`), [B, ...]
+(no accumulation). One driver step is one iteration (`distill.iteration`: a generator step every
+`distill.generator_every`-th, then a critic step): two programs, compiled before the first step; the rollout's exit
+step is their argument. The generator and the critic step each take their own batch (the authors' trainer), so a
+driver step reads 2 x `train.global_batch` rows (the generator's half unused on critic-only iterations) and the
+grain iterator saved with each checkpoint has advanced by both; `distill.shared_draws` shares one batch (and one
+exit step) between the two steps.
 """
 
 from __future__ import annotations
@@ -94,24 +98,35 @@ class GRDMD(Stage):
         return distill.init_state(*self.optimizers(config), setup.shardings, generator, teacher,
                                   int(config.train.seed))
 
+    def _draws(self, config) -> int:
+        """Batches per iteration: 1 with `distill.shared_draws`, else 2 (the generator's and the critic's)."""
+        return 1 if config.distill.shared_draws else 2
+
     def open_data(self, setup, workdir: str) -> StageData:
         from fc_jax.data import sources
-        from fc_jax.data.pipeline import load_empty_prompt
 
         config = setup.config
         builder = sources.open_latent_data(config, workdir)
-        train, skipped, _ = sources.latent_batches(config, builder, setup.host_rows, jax.process_index(),
-                                                   jax.process_count())
-        empty = load_empty_prompt(builder).astype(np.float32)
-        negative = np.zeros((setup.host_rows, config.model.text_len, empty.shape[1]), np.float32)
-        negative[:, : empty.shape[0]] = empty[: config.model.text_len]
-        setup.resources["negative_context"] = negative
+        train, skipped, _ = sources.latent_batches(config, builder, self._draws(config) * setup.host_rows,
+                                                   jax.process_index(), jax.process_count())
+        negative = sources.negative_prompt(config, builder)
+        rows = np.zeros((setup.host_rows, config.model.text_len, negative.shape[1]), np.float32)
+        rows[:, : negative.shape[0]] = negative
+        setup.resources["negative_context"] = rows
         return StageData(iter(train), skipped, [])
 
-    def device_batch(self, setup, local: dict) -> dict:
-        rows = {k: local[k] for k in ("reference", "garment", "context")}
-        rows["negative_context"] = setup.resources["negative_context"]
-        return global_batch(rows, setup.batch_shardings)
+    def device_batch(self, setup, local: dict) -> distill.IterationBatches:
+        """Per-process rows [draws x host_rows, ...] -> (the generator step's, the critic step's) global batches."""
+        n = setup.host_rows
+
+        def batch(rows: slice) -> dict:
+            arrays = {k: local[k][rows] for k in ("reference", "garment", "context")}
+            arrays["negative_context"] = setup.resources["negative_context"]
+            return global_batch(arrays, setup.batch_shardings)
+
+        generator = batch(slice(0, n))
+        critic = generator if self._draws(setup.config) == 1 else batch(slice(n, 2 * n))
+        return distill.IterationBatches(generator, critic)
 
     def abstract_batch(self, setup) -> dict:
         config = setup.config
@@ -136,7 +151,8 @@ class GRDMD(Stage):
         steps.generator(batch), steps.critic(batch)  # compiled now, so the driver's "compiling" covers them
         real = self.teacher(setup)  # never updated: the state's critic is a copy
         kwargs = dict(seed=int(config.train.seed), generator_every=int(config.distill.generator_every),
-                      num_student_steps=len(config.sampling.student_timesteps))
+                      num_student_steps=len(config.sampling.student_timesteps),
+                      shared_draws=bool(config.distill.shared_draws))
         return lambda state, batch: distill.iteration(steps, state, real, batch, **kwargs)
 
 

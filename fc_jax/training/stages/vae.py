@@ -10,6 +10,8 @@ Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame c
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +46,30 @@ def psnr_db(params, video_u8) -> jax.Array:
     recon = jnp.clip(vae.decode_raw(params, mu), -1.0, 1.0)
     mse = jnp.mean(jnp.square((recon - x) * 127.5))
     return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
+
+
+def open_triplet_data(config, workdir: str):
+    """The `FashionTriplets` builder of `config.data`: `data.data_dir`, or with `data.tinyworld` a tiny-world data
+    set of `data.tinyworld_examples` train (and an eighth as many eval) records at the config's video geometry,
+    rendered once under WORKDIR/tinyworld_data by the main process."""
+    from fc_jax.data import triplets
+    from fc_jax.distributed import is_main_process, sync
+
+    data = config.data
+    if not data.get("tinyworld", False):
+        if not data.data_dir:
+            raise ValueError("config.data.data_dir is empty: point it at a FashionTriplets data set (curation's "
+                             "output, or `python -m fc_jax.tinyworld write`), or set config.data.tinyworld=True")
+        return triplets.open_builder("triplets", data.data_dir)
+    from fc_jax.tinyworld.dataset import write_tinyworld
+
+    data_dir = os.path.join(workdir, "tinyworld_data")
+    if is_main_process() and not triplets.FashionTriplets(data_dir=data_dir).is_prepared():
+        n, v = int(data.tinyworld_examples), config.video
+        write_tinyworld(data_dir, {"train": n, "eval": max(n // 8, 1)}, height=v.height, width=v.width,
+                        num_frames=v.num_frames)
+    sync("tiny-world data written")
+    return triplets.open_builder("triplets", data_dir)
 
 
 class VAE(SingleNetworkStage):
@@ -87,7 +113,7 @@ class VAE(SingleNetworkStage):
     def open_data(self, setup, workdir: str) -> StageData:
         from fc_jax.data import sources
 
-        builder = sources.open_triplet_data(setup.config, workdir)
+        builder = open_triplet_data(setup.config, workdir)
         train, skipped, eval_batches = sources.clip_batches(setup.config, builder, setup.host_rows,
                                                             jax.process_index(), jax.process_count())
         return StageData(iter(train), skipped, eval_batches)
