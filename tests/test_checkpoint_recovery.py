@@ -62,7 +62,7 @@ def test_an_unreadable_checkpoint_is_named_kept_and_the_previous_one_resumed(fin
     reports = [line for line in done.stdout.splitlines() if " is unreadable: " in line]
     assert len(reports) == 1, done.stdout
     where = workdir / "checkpoints"
-    assert reports[0].startswith(f"checkpoint step 4 is unreadable: ") and f"{where}/4" in reports[0]
+    assert reports[0].startswith("checkpoint step 4 is unreadable: ") and f"{where}/4" in reports[0]
     assert f"moved it to {where}/4.corrupt (kept, not deleted)" in reports[0]
     assert f"resumed from {where}/2\n" in done.stdout
     assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr, done.stderr[-3000:]

@@ -70,7 +70,6 @@ def test_render_is_deterministic_and_seeds_differ():
 
 def test_shapes_dtypes_and_geometry(samples):
     for smp in samples:
-        sp = smp.spec
         assert smp.video.shape == (45, 160, 128, 3) and smp.video.dtype == np.uint8
         assert smp.reference.shape == smp.garment.shape == (160, 128, 3)
         assert smp.parts.shape == (45, 160, 128)
