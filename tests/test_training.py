@@ -326,23 +326,6 @@ def test_non_finite_loss_stops_naming_step_and_batch_without_saving_it(env, tmp_
     assert _checkpoint_steps(workdir) == list(range(1, bad_step))
 
 
-def test_vae_stage_smoke_run_through_the_driver(env, tmp_path):
-    """The tiny world's VAE stage (`tinyworld_vae:smoke`): renders its data set, trains 4 steps, evaluates the
-    loss and the reconstruction PSNR at steps 0, 2 and 4 (logged), checkpoints, and exports its EMA."""
-    workdir = tmp_path / "vae"
-    proc = _run([sys.executable, "-m", "fc_jax.train", "--config=tinyworld_vae:smoke", f"--workdir={workdir}"], env)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (summary["stage"], summary["step"]) == ("vae", 4)
-    psnr = [float(line.split("eval/psnr_db ")[1].split(",")[0]) for line in proc.stdout.splitlines()
-            if "eval/psnr_db" in line]
-    assert len(psnr) == 3 and all(np.isfinite(psnr)) and all(0 < p < 60 for p in psnr), proc.stdout
-    assert [r["step"] for r in _records(workdir)] == [1, 2, 3, 4]
-    assert _checkpoint_steps(workdir) == [2, 4]
-    from fc_jax.export import export_parameters
-
-    assert export_parameters(str(workdir), str(tmp_path / "vae_params"))["which"] == "ema_params"
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # 5. A short SFT run on synthetic triplets lowers the loss.
 

@@ -1,4 +1,5 @@
-"""`python -m fc_jax.bench {distill,dit,memory,stream,train,vae} [flags]` — prints one JSON object with the figures.
+"""`python -m fc_jax.bench {distill,dit,memory,stream,tinyworld,train,vae} [flags]` — prints one JSON object with
+the figures.
 
 `python -m fc_jax.bench NAME --help` lists NAME's flags (absl style: `--name=value` or `--name value`, booleans
 `--name` / `--noname`)."""
@@ -14,6 +15,7 @@ BENCHMARKS = {
     "dit": "our WanDiT forward vs diffusers' at a mid-sized fp32 config on CPU (speedup = diffusers_ms / ours_ms)",
     "memory": "parameter count and ahead-of-time compiled peak memory of the in-context forward (--config=...)",
     "stream": "streaming student: flatness, cached vs recompute speed-up, switch cost, compiles; 5B chunk memory",
+    "tinyworld": "the tiny world's trained VAE (held-out PSNR) and base model (motion accuracy), step times",
     "train": "stage-1 train step: tiny step time / tokens/s on CPU; AOT per-device peak memory of the 5B step (fake devices)",
     "vae": "VAE encode / streaming-decode ms per frame (small config) and 1280x704 chunk-decode peak memory",
 }

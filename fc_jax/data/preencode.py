@@ -86,10 +86,7 @@ def _load(path: str, abstract, convert):
 
 def load_encoders(config, vae_path, umt5_path, tokenizer_path, random_weights: bool, seed: int, batch: int):
     """(VAE params, TextEncoder) from converted / original checkpoints, or random ones."""
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    from fc_jax.models import vae
+    from fc_jax.models import umt5, vae
     from fc_jax.models.umt5 import UMT5Encoder
     from fc_jax.text import TextEncoder, load_tokenizer
 
@@ -98,9 +95,8 @@ def load_encoders(config, vae_path, umt5_path, tokenizer_path, random_weights: b
               "(a smoke test; the latents mean nothing)", file=sys.stderr)
         key = jax.random.key(seed)
         vae_params = vae.init_params(config, jax.random.fold_in(key, 1))
-        model = UMT5Encoder.from_config(config.umt5)
-        ids = jnp.zeros((1, config.umt5.text_len), jnp.int32)
-        umt5_params = jax.jit(lambda k: nn.unbox(model.init(k, ids, ids > 0)["params"]))(jax.random.fold_in(key, 2))
+        umt5_params = umt5.init_params(UMT5Encoder.from_config(config.umt5), jax.random.fold_in(key, 2),
+                                       config.umt5.text_len)
         tokenizer = hashing_tokenizer(config.umt5.text_len, config.umt5.vocab_size)
         return vae_params, TextEncoder(config.umt5, umt5_params, tokenizer, batch_size=batch)
     missing = [name for name, v in (("--vae", vae_path), ("--umt5", umt5_path), ("--tokenizer", tokenizer_path))

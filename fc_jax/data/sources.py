@@ -99,22 +99,44 @@ def negative_prompt(config, builder) -> np.ndarray:
 
 
 class RandomClip(grain.transforms.RandomMap):
-    """Triplet record -> {"video": uint8 [clip_frames, H, W, 3] starting at a uniformly drawn frame, "id"}."""
+    """Triplet record -> {"video": uint8 [clip_frames, h, w, 3] starting at a uniformly drawn frame, "id"}: the
+    whole frame, or with `crop = (h, w)` a window at a uniformly drawn position (the same in every frame)."""
 
-    def __init__(self, clip_frames: int):
+    def __init__(self, clip_frames: int, crop: tuple[int, int] | None = None):
         self.clip_frames = int(clip_frames)
+        self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
 
     def random_map(self, example, rng: np.random.Generator):
         if isinstance(example, BadRecord):  # dropped (and counted) by the filter after this
             return example
         video = example["video"]
         start = int(rng.integers(0, video.shape[0] - self.clip_frames + 1))
-        return {"video": video[start : start + self.clip_frames], "id": example["id"]}
+        video = video[start : start + self.clip_frames]
+        if self.crop is not None:
+            (h, w), (height, width) = self.crop, video.shape[1:3]
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            video = video[:, top : top + h, left : left + w]
+        return {"video": video, "id": example["id"]}
+
+
+def clip_size(config) -> tuple[int, int]:
+    """(height, width) of the VAE stage's training clips: `vae_train.crop` when set (a multiple of 16 within the
+    frame), else the whole frame."""
+    v = config.video
+    crop = config.vae_train.get("crop", None)
+    if not crop:
+        return int(v.height), int(v.width)
+    h, w = (int(c) for c in crop)
+    if h % 16 or w % 16 or not (0 < h <= v.height and 0 < w <= v.width):
+        raise ValueError(f"config.vae_train.crop {tuple(crop)}: expected (height, width), multiples of 16 within "
+                         f"the {v.height}x{v.width} frames")
+    return h, w
 
 
 def clip_batches(config, builder, host_batch: int, process_index: int, process_count: int):
-    """(training batches of `config.vae_train.clip_frames`-frame clips per host: an endless, shuffled grain
-    pipeline; its bad-record filter; fixed evaluation batches: the first clip of the first eval records)."""
+    """(training batches of `config.vae_train.clip_frames`-frame clips per host, cut to `vae_train.crop` windows
+    where set: an endless, shuffled grain pipeline; its bad-record filter; fixed evaluation batches: the first
+    clip of the first eval records, whole frames)."""
     data, v = config.data, config.video
     frames = int(config.vae_train.clip_frames)
     if (frames - 1) % 4 or frames > v.num_frames:
@@ -128,7 +150,8 @@ def clip_batches(config, builder, host_batch: int, process_index: int, process_c
         return grain.MapDataset.source(RecordSource(builder, split)).slice(slice(process_index, None, process_count))
 
     train = source(data.split).shuffle(seed=config.train.seed) if data.shuffle else source(data.split)
-    train = train.repeat(None).map(check).random_map(RandomClip(frames), seed=config.train.seed)
+    crop = clip_size(config) if config.vae_train.get("crop", None) else None
+    train = train.repeat(None).map(check).random_map(RandomClip(frames, crop), seed=config.train.seed)
     train = train.to_iter_dataset(options).filter(skip).batch(host_batch, drop_remainder=True)
     eval_batches = []
     if config.train.eval_every > 0 and config.train.eval_batches > 0:

@@ -470,6 +470,30 @@ def in_context_forward(model: WanDiT, params, reference, garment, video, video_t
     return out[:, NUM_CONDITION_FRAMES:]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The TI2V mode (Wan2.2-TI2V's text + first frame -> video; the tiny world's base model).
+
+
+def ti2v_inputs(first, video, t):
+    """The TI2V input: latents [B, F, H, W, C] = `video` with frame 0 replaced by the clean first-frame latent
+    `first` [B, 1, H, W, C]; per-frame timesteps [B, F], 0 on frame 0 (upstream gives frame-0 tokens t = 0) and
+    `t` ([B] or a scalar) on the others."""
+    if first.ndim != 5 or first.shape[1] != 1 or first.shape[0] != video.shape[0] or first.shape[2:] != video.shape[2:]:
+        raise ValueError(f"first-frame latent must be [B, 1, H, W, C] matching the video {video.shape}; got "
+                         f"{first.shape}")
+    b, f = video.shape[:2]
+    latents = jnp.concatenate([first.astype(video.dtype), video[:, 1:]], axis=1)
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+    timesteps = jnp.concatenate([jnp.zeros((b, 1), jnp.float32), jnp.repeat(t[:, None], f - 1, axis=1)], axis=1)
+    return latents, timesteps
+
+
+def ti2v_forward(model: WanDiT, params, first, video, t, context):
+    """Flow prediction [B, F, H, W, C] (fp32) for noisy latents `video` whose frame 0 is the clean `first`."""
+    latents, timesteps = ti2v_inputs(first, video, t)
+    return model.apply({"params": params}, latents, timesteps, context).astype(jnp.float32)
+
+
 def build_model(config) -> WanDiT:
     """WanDiT from a full ml_collections config (uses its `model` section)."""
     return WanDiT(DiTConfig.from_config(config.model))

@@ -213,3 +213,9 @@ class UMT5Encoder(nn.Module):
             param_dtype=self.param_dtype,
             name="layers",
         )
+
+
+def init_params(model: UMT5Encoder, key: jax.Array, text_len: int) -> dict:
+    """Random parameters of `model` (plain arrays, logical-axis boxes removed), initialised under jit."""
+    ids = jnp.zeros((1, text_len), jnp.int32)
+    return jax.jit(lambda k: nn.unbox(model.init(k, ids, ids > 0)["params"]))(key)

@@ -4,6 +4,10 @@
 data set (through `fc_jax.data.triplets.write_dataset`; progress is logged) and prints its splits as JSON.
 `look --out=DIR [--seeds=0,1,2]` saves per seed a PNG strip (reference, garment image, five video frames; 2x,
 nearest) and prints its path and captions as JSON lines. Both take `--height`, `--width`, `--num_frames`.
+`recipe --workdir=DIR [--steps=data,vae,text,latents,base]` renders the data, trains the VAE, writes the text encoder,
+encodes the latents and trains the base model (`fc_jax.tinyworld.recipe`); run it again to resume.
+`ship --workdir=DIR [--bench=FILE] [--dst=DIR]` writes its models, curves and model card as a weights folder
+(default: the package's own, `fc_jax/tinyworld/weights`); FILE is `python -m fc_jax.bench tinyworld`'s JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from absl import flags
 from fc_jax import cli
 
 PROG = "python -m fc_jax.tinyworld"
-COMMANDS = {"write": "write a tiny-world FashionTriplets data set", "look": "save PNG strips of a few samples"}
+COMMANDS = {"write": "write a tiny-world FashionTriplets data set", "look": "save PNG strips of a few samples",
+            "recipe": "train the tiny world's models in order (fc_jax.tinyworld.recipe), resumable",
+            "ship": "write a recipe's models as a weights folder with its model card (fc_jax.tinyworld.card)"}
 
 
 def _geometry(fv: flags.FlagValues) -> None:
@@ -42,15 +48,47 @@ cli.DEFINE_integers("seeds", (0, 1, 2, 3), "seeds to render", LOOK)
 _geometry(LOOK)
 
 
+RECIPE = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "the recipe's folder (resumed when it exists)", flag_values=RECIPE)
+flags.mark_flag_as_required("workdir", flag_values=RECIPE)
+flags.DEFINE_list("steps", ["data", "vae", "text", "latents", "base"], "recipe steps to run, in the recipe's order",
+                  flag_values=RECIPE)
+flags.DEFINE_enum("variant", "", ["", "smoke"], "the configs' variant: smoke = a few steps of each, smallest sizes",
+                  flag_values=RECIPE)
+
+SHIP = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "the recipe's folder", flag_values=SHIP)
+flags.mark_flag_as_required("workdir", flag_values=SHIP)
+flags.DEFINE_string("bench", None, "JSON of `python -m fc_jax.bench tinyworld` on these weights", flag_values=SHIP)
+flags.DEFINE_string("dst", None, "weights folder to write (default: the package's)", flag_values=SHIP)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`argv`: the arguments after the program name (default: sys.argv[1:]), the command first."""
     command, rest = cli.subcommand(PROG, COMMANDS, argv, description=__doc__.splitlines()[0])
     if command == "write":
         cli.parse(WRITE, f"{PROG} write", rest, description=COMMANDS["write"])
         _write(WRITE)
-    else:
+    elif command == "look":
         cli.parse(LOOK, f"{PROG} look", rest, description=COMMANDS["look"])
         _look(LOOK)
+    elif command == "recipe":
+        cli.parse(RECIPE, f"{PROG} recipe", rest, description=COMMANDS["recipe"])
+        from fc_jax.tinyworld.recipe import STEPS, run_recipe
+
+        unknown = [s for s in RECIPE.steps if s not in STEPS]
+        if unknown:
+            cli.fail(f"{PROG} recipe", f"--steps: unknown step(s) {unknown}; expected some of {list(STEPS)}")
+        print(json.dumps(run_recipe(RECIPE.workdir, RECIPE.steps, RECIPE.variant)))
+    else:
+        cli.parse(SHIP, f"{PROG} ship", rest, description=COMMANDS["ship"])
+        from fc_jax.tinyworld.card import write_weights
+        from fc_jax.tinyworld.weights import SHIPPED, folder_size
+
+        bench = json.load(open(SHIP.bench)) if SHIP.bench else None
+        dst = SHIP.dst or SHIPPED
+        write_weights(SHIP.workdir, dst, bench)
+        print(json.dumps({"dst": dst, "bytes": folder_size(dst)}))
 
 
 def _write(a) -> None:

@@ -1,9 +1,10 @@
 """Training metrics to stdout (progress, rate, ETA), TensorBoard event files (tensorboardX: no TensorFlow
-needed) and `metrics.jsonl` (every step's metrics, for tools and tests). Only the main process writes. A value
-that is not finite (a rate before any step was timed) is printed but not written to TensorBoard.
+needed), `metrics.jsonl` (every step's metrics, for tools and tests) and `eval.jsonl` (the evaluations, one
+record per evaluated step). Only the main process writes. A value that is not finite (a rate before any step
+was timed) is printed but not written to TensorBoard.
 
-A run resumed at step k first drops the records of steps after k from `metrics.jsonl` (a killed run logged
-them after its last checkpoint; the resumed run logs them again), so the file holds each step once."""
+A run resumed at step k first drops the records of steps after k from both files (a killed run logged
+them after its last checkpoint; the resumed run logs them again), so each file holds each step once."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class MetricLogger:
         self.timed_steps = 0
         self.timed_seconds = 0.0
         self.writer = None
-        self.jsonl = None
+        self.jsonl = self.eval_jsonl = None
         if enabled:
             from tensorboardX import SummaryWriter
 
@@ -51,6 +52,9 @@ class MetricLogger:
             path = os.path.join(workdir, "metrics.jsonl")
             _drop_records_after(path, start_step)
             self.jsonl = open(path, "a")
+            path = os.path.join(workdir, "eval.jsonl")
+            _drop_records_after(path, start_step)
+            self.eval_jsonl = open(path, "a")
 
     def step(self, step: int, metrics: dict[str, float], step_seconds: float, warmup: bool) -> None:
         """Record one optimizer step; `warmup` steps (the first of a run: buffers, caches, data start-up) are
@@ -100,10 +104,14 @@ class MetricLogger:
         if not self.enabled:
             return
         self._add_scalars(step, values)
+        if self.eval_jsonl is not None:
+            self.eval_jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
+            self.eval_jsonl.flush()
         print(f"step {step}: " + ", ".join(f"{k} {v:.6g}" for k, v in values.items()), flush=True)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
+        for f in (self.jsonl, self.eval_jsonl):
+            if f is not None:
+                f.close()

@@ -154,7 +154,8 @@ class SingleNetworkStage(Stage):
             "garment": (a, m, 1, h, w, c),
             "context": (a, m, config.model.text_len, config.model.text_dim),
         }
-        return {k: jax.ShapeDtypeStruct(s, np.float32, sharding=setup.batch_shardings[k]) for k, s in shapes.items()}
+        return {k: jax.ShapeDtypeStruct(s, np.float32, sharding=setup.batch_shardings[k]) for k, s in shapes.items()
+                if k in self.batch_axes}
 
     def train_step(self, setup):
         """The uncompiled `step(state, batch) -> (state, metrics)` (`fc_jax.training.step.make_train_step`)."""

@@ -2,20 +2,21 @@
 16x spatial, 4x temporal) trained on pixel clips, as Wan's VAE is trained without its GAN and perceptual terms.
 
 Per clip x [B, F, H, W, 3] (uint8 -> [-1, 1]): the encoder's posterior (mu, log σ²) over the raw latents, a sample
-z = mu + σ·ε, the unclipped decode x̂ of z; loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
+z = mu + σ·ε, the unclipped decode x̂ of z (encoder and decoder each run the clip in one pass: the streaming
+values, faster to differentiate); loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
 `vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). Evaluation: the loss at a fixed key (`eval/loss`) and the
 PSNR of the clipped posterior-mean reconstruction against the clip on fixed eval clips (`eval/psnr_db`).
-Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame clips of triplet videos).
+Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame clips of triplet videos, cut to
+random `vae_train.crop` windows when it is set; evaluation on whole frames).
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fc_jax.data import sources
 from fc_jax.models import vae
 from fc_jax.training.optim import make_optimizer
 from fc_jax.training.sharding import activation_sharding, replicated
@@ -31,10 +32,10 @@ def to_pixels(video_u8) -> jax.Array:
 def vae_loss(params, video_u8, key, kl_weight: float, mse_weight: float) -> jax.Array:
     """The reconstruction + KL loss of one micro-batch of clips uint8 [B, 4k+1, H, W, 3]."""
     x = to_pixels(video_u8)
-    mu, logvar = vae.posterior_moments(params, x)
+    mu, logvar = vae.posterior_moments(params, x, one_pass=True)
     logvar = jnp.clip(logvar, -30.0, 20.0)
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
-    error = vae.decode_raw(params, z) - x
+    error = vae.decode_raw(params, z, one_pass=True) - x
     kl = 0.5 * jnp.mean(jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar)
     return jnp.mean(jnp.abs(error)) + mse_weight * jnp.mean(jnp.square(error)) + kl_weight * kl
 
@@ -42,34 +43,33 @@ def vae_loss(params, video_u8, key, kl_weight: float, mse_weight: float) -> jax.
 def psnr_db(params, video_u8) -> jax.Array:
     """PSNR (dB, peak 255) of the clipped posterior-mean reconstruction of clips uint8 [B, F, H, W, 3]."""
     x = to_pixels(video_u8)
-    mu, _ = vae.posterior_moments(params, x)
-    recon = jnp.clip(vae.decode_raw(params, mu), -1.0, 1.0)
+    mu, _ = vae.posterior_moments(params, x, one_pass=True)
+    recon = jnp.clip(vae.decode_raw(params, mu, one_pass=True), -1.0, 1.0)
     mse = jnp.mean(jnp.square((recon - x) * 127.5))
     return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
 
 
-def open_triplet_data(config, workdir: str):
-    """The `FashionTriplets` builder of `config.data`: `data.data_dir`, or with `data.tinyworld` a tiny-world data
-    set of `data.tinyworld_examples` train (and an eighth as many eval) records at the config's video geometry,
-    rendered once under WORKDIR/tinyworld_data by the main process."""
+def start_logvar(params, logvar: float):
+    """`params` with the posterior's log-variance starting at `logvar` (the `quant_conv` bias of its channels;
+    its kernel scaled down 100x): a fresh VAE otherwise samples its latents with noise of std 1 and its decoder
+    learns to blur; a trained Wan VAE's posterior is narrow."""
+    if logvar == 0.0:
+        return params
+    q = dict(params["quant_conv"])
+    z = q["bias"].shape[0] // 2
+    q["bias"] = q["bias"].at[z:].set(logvar)
+    q["kernel"] = q["kernel"].at[..., z:].multiply(0.01)
+    return {**params, "quant_conv": q}
+
+
+def open_triplet_data(config):
+    """The `FashionTriplets` builder at `config.data.data_dir` (curation's output, or a tiny-world data set)."""
     from fc_jax.data import triplets
-    from fc_jax.distributed import is_main_process, sync
 
-    data = config.data
-    if not data.get("tinyworld", False):
-        if not data.data_dir:
-            raise ValueError("config.data.data_dir is empty: point it at a FashionTriplets data set (curation's "
-                             "output, or `python -m fc_jax.tinyworld write`), or set config.data.tinyworld=True")
-        return triplets.open_builder("triplets", data.data_dir)
-    from fc_jax.tinyworld.dataset import write_tinyworld
-
-    data_dir = os.path.join(workdir, "tinyworld_data")
-    if is_main_process() and not triplets.FashionTriplets(data_dir=data_dir).is_prepared():
-        n, v = int(data.tinyworld_examples), config.video
-        write_tinyworld(data_dir, {"train": n, "eval": max(n // 8, 1)}, height=v.height, width=v.width,
-                        num_frames=v.num_frames)
-    sync("tiny-world data written")
-    return triplets.open_builder("triplets", data_dir)
+    if not config.data.data_dir:
+        raise ValueError("config.data.data_dir is empty: point it at a FashionTriplets data set (curation's output, "
+                         "`python -m fc_jax.tinyworld write`, or let `python -m fc_jax.tinyworld recipe` render one)")
+    return triplets.open_builder("triplets", config.data.data_dir)
 
 
 class VAE(SingleNetworkStage):
@@ -81,9 +81,10 @@ class VAE(SingleNetworkStage):
         return vae.VAEArch.from_config(config)
 
     def tokens_per_sample(self, config) -> int:
-        """Latent positions of one clip."""
+        """Latent positions of one training clip."""
         frames = (int(config.vae_train.clip_frames) - 1) // 4 + 1
-        return frames * (config.video.height // 16) * (config.video.width // 16)
+        height, width = sources.clip_size(config)
+        return frames * (height // 16) * (width // 16)
 
     def loss(self, model, config, params, batch, key) -> jax.Array:
         t = config.vae_train
@@ -106,21 +107,20 @@ class VAE(SingleNetworkStage):
 
             params = load_params(config.train.init_from, setup.abstract.params)
         else:
-            params = vae.init_params(config, jax.random.key(config.train.seed))
+            params = start_logvar(vae.init_params(config, jax.random.key(config.train.seed)),
+                                  float(config.vae_train.get("init_logvar", 0.0)))
         init = lambda p: fresh_state(p, tx, config.train.seed, self._use_ema(config))
         return jax.jit(init, out_shardings=setup.shardings)(params)
 
     def open_data(self, setup, workdir: str) -> StageData:
-        from fc_jax.data import sources
-
-        builder = open_triplet_data(setup.config, workdir)
+        builder = open_triplet_data(setup.config)
         train, skipped, eval_batches = sources.clip_batches(setup.config, builder, setup.host_rows,
                                                             jax.process_index(), jax.process_count())
         return StageData(iter(train), skipped, eval_batches)
 
     def abstract_batch(self, setup) -> dict:
-        v = setup.config.video
-        shape = (setup.accum, setup.micro, int(setup.config.vae_train.clip_frames), v.height, v.width, 3)
+        height, width = sources.clip_size(setup.config)
+        shape = (setup.accum, setup.micro, int(setup.config.vae_train.clip_frames), height, width, 3)
         return {"video": jax.ShapeDtypeStruct(shape, np.uint8, sharding=setup.batch_shardings["video"])}
 
     def eval_hooks(self, setup, data: StageData):

@@ -1,0 +1,46 @@
+"""The tiny world's base model (issue "the tiny world"): the stand-in for Wan2.2-TI2V-5B's pretraining, a small
+`WanDiT` trained on tiny-world latents with the TI2V task (text + first frame -> video, Wan's flow matching) by
+the `base` stage (fc_jax.training.stages.base). Stage 1 fine-tunes it.
+
+    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld         # VAE, text encoder, latents, this stage
+    python -m fc_jax.train --config=tinyworld_base --workdir=runs/tinyworld/base \
+        --config.data.data_dir=runs/tinyworld/latents                  # this stage alone, on latents made before
+    python -m fc_jax.tinyworld recipe --workdir=/tmp/tw_smoke --variant=smoke   # every step, a few steps each
+
+Text: the tiny world's word-level tokenizer (`fc_jax.tinyworld.text`) and a seeded, frozen, random tiny umT5
+(64 wide); the VAE is `tinyworld_vae`'s. Latents of the 160 x 128 x 45-frame videos: 12 frames of 10 x 8,
+240 video tokens per sample.
+"""
+
+import ml_collections
+
+from fc_jax.configs import sft_teacher, tinyworld_vae
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in ("", "smoke"):
+        raise ValueError(f"unknown variant {variant!r} of tinyworld_base; expected '' or 'smoke'")
+    c = sft_teacher.get_config("tiny")
+    c.name = "tinyworld_base" + ("_smoke" if variant else "")
+    c.stage = "base"
+    vae = tinyworld_vae.get_config()
+    c.video.update(vae.video.to_dict())
+    c.vae.update(vae.vae.to_dict())
+    c.umt5.update(dict(vocab_size=128, d_model=64, num_heads=4, d_kv=16, d_ff=128, num_layers=2, text_len=80))
+    c.model.update(dict(dim=128, ffn_dim=384, num_heads=4, num_layers=4, text_dim=64, text_len=80))
+    c.sampling.update(dict(shift=3.0, teacher_steps=20, guidance_scale=3.0, negative_prompt=""))
+    c.optim.update(dict(lr=1e-3, warmup_steps=100, schedule="cosine", decay_steps=2000, decay_factor=0.05,
+                        clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
+    c.train.update(dict(steps=2000, global_batch=8, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
+                        eval_every=250, eval_batches=2, text_drop_prob=0.1, dynamic_caption_prob=0.0))
+    c.checkpoint.update(dict(every=100, keep_last=2, keep_every=1000))
+    c.data.update(dict(synthetic=False, data_dir="", eval_split="eval", num_threads=1, prefetch=4))
+    if variant == "smoke":  # the smoke VAE's geometry and latents, a one-layer model: the recipe's path, fast
+        smoke = tinyworld_vae.get_config("smoke")
+        c.video.update(smoke.video.to_dict())
+        c.vae.update(smoke.vae.to_dict())
+        c.model.update(dict(dim=32, ffn_dim=64, num_heads=2, num_layers=1))
+        c.train.update(dict(steps=4, global_batch=2, log_every=2, eval_every=2, eval_batches=1))
+        c.optim.update(dict(warmup_steps=0, schedule="constant"))
+        c.checkpoint.update(dict(every=2, keep_every=0))
+    return c

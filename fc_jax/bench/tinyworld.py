@@ -1,0 +1,176 @@
+"""`python -m fc_jax.bench tinyworld [--what=vae,base] [--weights=DIR] [--vae_samples=16] [--base_samples=24]`:
+the tiny world's trained models measured on its held-out split (combinations never seen in training), on this
+machine. Default weights: the ones shipped in the package (`fc_jax.tinyworld.weights`).
+
+Prints one JSON object:
+- with `vae`: `vae_psnr_db` (mean over held-out videos of the PSNR, peak 255, of the whole 45-frame video
+  encoded and decoded, posterior mean, against the render), `vae_psnr_db_min`, `vae_samples`, `vae_params`,
+  `vae_step_s` (one training step of the `vae` stage at its config, median of timed steps after a warm-up);
+- with `base`: `base_motion_accuracy` (0-1: fraction of held-out samples whose generated video moves as the
+  caption says, `motion/direction_ok` of `fc_jax.tinyworld.metrics`: TI2V from the first frame and the full
+  caption, the config's UniPC steps and guidance, decoded by the tiny VAE; a figure that never moves scores
+  the share of in-place captions), `base_walk_direction_accuracy` (the walks alone: left / right as said),
+  `base_motion_alignment` (mean `motion_alignment`), per-motion accuracy, `base_samples`, `base_params`,
+  `base_step_s` (as `vae_step_s`);
+- `recipe_wall_s`: the wall time of each recipe step, from the weights' `card.json` where it has one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from fc_jax import cli
+from fc_jax.bench.common import emit
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base", flag_values=FLAGS)
+flags.DEFINE_string("weights", None, "tiny-world weights folder (default: the shipped weights)", flag_values=FLAGS)
+flags.DEFINE_integer("vae_samples", 16, "held-out videos for the VAE's PSNR", flag_values=FLAGS)
+flags.DEFINE_integer("base_samples", 24, "held-out samples for the base model's motion accuracy", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "noise seed of the base model's samples", flag_values=FLAGS)
+flags.DEFINE_integer("step_repeats", 3, "timed training steps per stage", flag_values=FLAGS)
+flags.DEFINE_bool("step_time", True, "also time one training step of each stage", flag_values=FLAGS)
+
+WHAT = ("vae", "base")
+
+
+def heldout_samples(count: int, config):
+    """The first `count` held-out specs at the config's geometry and their renders."""
+    from fc_jax.tinyworld.render import render_sample
+    from fc_jax.tinyworld.spec import split_specs
+
+    v = config.video
+    specs = split_specs("heldout", count, height=v.height, width=v.width, num_frames=v.num_frames)
+    return [(s, render_sample(s)) for s in specs]
+
+
+def to_model_range(video_u8: np.ndarray) -> jax.Array:
+    return jnp.asarray(video_u8, jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(video) -> np.ndarray:
+    return np.asarray(jnp.round((jnp.clip(video, -1, 1) + 1) * 127.5)).astype(np.uint8)
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean(np.square(a.astype(np.float64) - b.astype(np.float64))))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+def vae_figures(weights: str | None, samples: int) -> dict:
+    """PSNR of encode + decode on held-out videos."""
+    from fc_jax.models import vae
+    from fc_jax.tinyworld.weights import configs, load_part
+
+    config = configs(weights)["vae"]
+    params = jax.tree.map(jnp.asarray, load_part("vae", weights))
+    scores = []
+    for _, sample in heldout_samples(samples, config):
+        x = to_model_range(sample.video[None])
+        recon = vae.decode(params, vae.encode_video(params, x))
+        scores.append(psnr_db(to_uint8(recon[0]), sample.video))
+    return {"vae_psnr_db": round(float(np.mean(scores)), 3), "vae_psnr_db_min": round(float(np.min(scores)), 3),
+            "vae_samples": len(scores), "vae_params": int(sum(x.size for x in jax.tree.leaves(params)))}
+
+
+def base_videos(config, weights: str | None, samples, seed: int):
+    """TI2V samples of the base model: for each (spec, render), the decoded uint8 video [F, H, W, 3]."""
+    from fc_jax.models import dit, vae
+    from fc_jax.sampling.base import sample_ti2v
+    from fc_jax.text import EmbeddingCache
+    from fc_jax.tinyworld.spec import dynamic_caption, static_caption
+    from fc_jax.tinyworld.weights import load_part, text_encoder
+
+    model = dit.build_model(config)
+    params = jax.tree.map(jnp.asarray, load_part("base", weights))
+    vae_params = jax.tree.map(jnp.asarray, load_part("vae", weights))
+    texts = EmbeddingCache(config.umt5.text_len, text_encoder(config, weights))
+    negative, _ = texts([config.sampling.negative_prompt])
+    v = config.video
+    shape = ((v.num_frames - 1) // 4 + 1, v.height // 16, v.width // 16, config.model.in_channels)
+    for i, (spec, sample) in enumerate(samples):
+        first = vae.encode_image(vae_params, to_model_range(sample.video[:1]))
+        context, _ = texts([f"{dynamic_caption(spec)} {static_caption(spec)}"])
+        noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
+        latents = sample_ti2v(model, params, first, noise, jnp.asarray(context), jnp.asarray(negative),
+                              num_steps=int(config.sampling.teacher_steps), shift=float(config.sampling.shift),
+                              guidance_scale=float(config.sampling.guidance_scale),
+                              sigma_grid=config.sampling.teacher_sigmas)
+        yield spec, sample, to_uint8(vae.decode(vae_params, latents)[0])
+
+
+def base_figures(weights: str | None, samples: int, seed: int) -> dict:
+    """Motion accuracy of TI2V samples on held-out captions."""
+    from fc_jax.tinyworld.metrics import motion_metrics
+    from fc_jax.tinyworld.weights import configs, load_part
+
+    config = configs(weights)["base"]
+    ok, align, per_motion = [], [], {}
+    for spec, sample, video in base_videos(config, weights, heldout_samples(samples, config), seed):
+        m = motion_metrics(video, spec, ground_truth=sample)
+        ok.append(m["direction_ok"])
+        align.append(m["motion_alignment"])
+        per_motion.setdefault(spec.motion.kind, []).append(m["direction_ok"])
+    count = int(sum(x.size for x in jax.tree.leaves(load_part("base", weights))))
+    walks = per_motion.get("walk_left", []) + per_motion.get("walk_right", [])
+    return {"base_motion_accuracy": round(float(np.mean(ok)), 4),
+            "base_walk_direction_accuracy": round(float(np.mean(walks)), 4) if walks else None,
+            "base_motion_alignment": round(float(np.mean(align)), 4),
+            "base_motion_accuracy_by_motion": {k: round(float(np.mean(v)), 3) for k, v in sorted(per_motion.items())},
+            "base_samples": len(ok), "base_params": count}
+
+
+def step_seconds(config, repeats: int) -> float:
+    """Median seconds of one compiled training step of `config`'s stage on random batches (this machine)."""
+    from fc_jax.training.setup import setup
+
+    s = setup(config)
+    state = s.stage.initial_state(s)
+    step = s.stage.compile(s)
+    rng = np.random.default_rng(0)
+
+    def batch():
+        shapes = s.stage.abstract_batch(s)
+        host = {k: (rng.integers(0, 256, a.shape).astype(a.dtype) if a.dtype == np.uint8
+                    else rng.standard_normal(a.shape).astype(a.dtype)) for k, a in shapes.items()}
+        return {k: jax.device_put(v, shapes[k].sharding) for k, v in host.items()}
+
+    state, _ = step(state, batch())
+    times = []
+    for _ in range(repeats):
+        b = batch()
+        start = time.perf_counter()
+        state, metrics = step(state, b)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)), 3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.parse(FLAGS, "python -m fc_jax.bench tinyworld", argv, description=__doc__.split("\n\n")[0])
+    unknown = [w for w in FLAGS.what if w not in WHAT]
+    if unknown:
+        cli.fail("python -m fc_jax.bench tinyworld", f"--what: unknown {unknown}; expected some of {list(WHAT)}")
+    from fc_jax.tinyworld.weights import SHIPPED, card, configs
+
+    out = {"weights": FLAGS.weights or SHIPPED, "heldout_split": "heldout"}
+    trained_with = configs(FLAGS.weights)
+    if "vae" in FLAGS.what:
+        out.update(vae_figures(FLAGS.weights, FLAGS.vae_samples))
+        if FLAGS.step_time:
+            out["vae_step_s"] = step_seconds(trained_with["vae"], FLAGS.step_repeats)
+    if "base" in FLAGS.what:
+        out.update(base_figures(FLAGS.weights, FLAGS.base_samples, FLAGS.seed))
+        if FLAGS.step_time:
+            config = trained_with["base"]
+            config.data.synthetic = True  # the step's timing needs no data set
+            out["base_step_s"] = step_seconds(config, FLAGS.step_repeats)
+    recipe_log = card(FLAGS.weights).get("recipe")
+    if recipe_log:
+        out["recipe_wall_s"] = {k: v.get("wall_s") for k, v in recipe_log.items()}
+    emit(out)

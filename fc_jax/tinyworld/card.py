@@ -1,0 +1,121 @@
+"""Shipping a recipe's trained models: the weights folder of `fc_jax.tinyworld.weights`, its model card and curves.
+
+    python -m fc_jax.tinyworld ship --workdir=runs/tinyworld --bench=bench.json [--dst=fc_jax/tinyworld/weights]
+
+`--bench` is the JSON printed by `python -m fc_jax.bench tinyworld --weights=DST` run on the same weights (the
+card shows only measured figures: measure, then ship; `ship` without `--bench` writes the weights and a card
+that says they are unmeasured, so the bench can run on them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+from fc_jax.tinyworld import recipe, weights
+
+CURVES = {"vae": ("loss", "eval/psnr_db"), "base": ("loss", "eval/loss")}
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+def plot_curves(run_dir: str, out_png: str, title: str, train_key: str, eval_key: str) -> None:
+    """PNG of the run's training `train_key` per step (raw and a 25-step running mean) beside `eval_key` per
+    evaluation (from metrics.jsonl and eval.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if train_key in r]
+    evals = [r for r in read_jsonl(os.path.join(run_dir, "eval.jsonl")) if eval_key in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if train:
+        steps, values = np.array([r["step"] for r in train]), np.array([r[train_key] for r in train])
+        a.plot(steps, values, lw=0.5, alpha=0.4, label=train_key)
+        k = min(25, len(values))
+        a.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.5, label=f"{k}-step mean")
+        a.set_yscale("log")
+        a.legend()
+    a.set(xlabel="step", title=f"{title}: training {train_key}")
+    if evals:
+        b.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-")
+    b.set(xlabel="step", title=f"{title}: {eval_key} (eval split)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def write_weights(workdir: str, dst: str, bench: dict | None = None) -> dict:
+    """Write the recipe's trained parts (fp32 safetensors), the tokenizer, curves, `card.json` and
+    `MODEL_CARD.md` into `dst` (replaced); returns the card."""
+    from fc_jax.convert.common import load_params
+
+    p = recipe.paths(workdir)
+    tmp = dst.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "curves"))
+    for part, source in (("vae", p["vae_params"]), ("base", p["base_params"]), ("umt5", p["umt5"])):
+        weights.save_tree(load_params(os.path.abspath(source)), weights.part_path(part, tmp), np.float32)
+    shutil.copy(p["tokenizer"], weights.part_path("tokenizer", tmp))
+    for stage, run in (("vae", p["vae_run"]), ("base", p["base_run"])):
+        plot_curves(run, os.path.join(tmp, "curves", f"{stage}.png"), stage, *CURVES[stage])
+    log = json.load(open(p["log"]))
+    card = {"recipe": log, "configs": {s: log[s]["config"] for s in ("vae", "base")},
+            "text_seed": recipe.TEXT_SEED, "metrics": bench or {},
+            "evaluations": {s: read_jsonl(os.path.join(run, "eval.jsonl"))
+                            for s, run in (("vae", p["vae_run"]), ("base", p["base_run"]))}}
+    with open(os.path.join(tmp, "card.json"), "w") as f:
+        json.dump(card, f, indent=1)
+    with open(os.path.join(tmp, "MODEL_CARD.md"), "w") as f:
+        f.write(model_card(card, weights.folder_size(tmp)))
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    return card
+
+
+def model_card(card: dict, size: int) -> str:
+    """The Markdown model card of `card` (card.json's content), the recipe read off the configs."""
+    from fc_jax.tinyworld.text import caption_vocabulary
+
+    from fc_jax.config import load_config
+
+    r, m = card["recipe"], card["metrics"]
+    v, b = load_config(card["configs"]["vae"]), load_config(card["configs"]["base"])
+    wall = {k: v.get("wall_s") for k, v in r.items()}
+    lines = [
+        "# The tiny world's models", "",
+        f"Trained on this project's 2-core CPU by `python -m fc_jax.tinyworld recipe` (configs "
+        f"`{card['configs']['vae']}`, `{card['configs']['base']}`); measured by `python -m fc_jax.bench "
+        "tinyworld` on the held-out split (combinations never seen in training).", "",
+        f"- Files: `vae.safetensors`, `base.safetensors`, `umt5.safetensors` (fp32), `tokenizer.json`; "
+        f"{size / 2**20:.1f} MiB in all.",
+        f"- VAE (the Wan2.2 VAE architecture, width {v.vae.encoder_dim}, {v.vae.encoder_res_blocks} / "
+        f"{v.vae.decoder_res_blocks} residual blocks per encoder / decoder stage; 48-channel latents, 16x spatial, "
+        f"4x temporal): {r.get('vae', {}).get('steps', '?')} steps of {v.train.global_batch} clips "
+        f"({v.vae_train.clip_frames} frames, {tuple(v.vae_train.crop)} windows), L1 + {v.vae_train.mse_weight} MSE "
+        f"+ {v.vae_train.kl_weight} KL, Adam, {v.optim.schedule} learning rate from {v.optim.lr}; EMA "
+        f"{v.train.ema_decay} shipped.",
+        f"- Text: a word-level tokenizer over the captions' {len(caption_vocabulary())} words, a tiny umT5 "
+        f"({b.umt5.num_layers} layers, {b.umt5.d_model} wide) at seed {card['text_seed']}, frozen (never trained).",
+        f"- Base (WanDiT, {b.model.num_layers} layers, {b.model.dim} wide, TI2V: text + first frame -> "
+        f"{b.video.num_frames} frames): {r.get('base', {}).get('steps', '?')} steps of {b.train.global_batch} "
+        f"videos, flow matching (shift {b.sampling.shift}), {b.train.text_drop_prob:.0%} text dropout, "
+        f"{b.optim.schedule} learning rate from {b.optim.lr}; EMA {b.train.ema_decay} shipped.",
+        f"- Wall time per recipe step (s): {json.dumps(wall)}.", "",
+        "## Measured", "",
+    ]
+    if m:
+        lines += ["```json", json.dumps(m, indent=1), "```"]
+    else:
+        lines += ["Not measured yet: run `python -m fc_jax.bench tinyworld --weights=<this folder>`."]
+    lines += ["", "## Curves", "", "![vae](curves/vae.png)", "", "![base](curves/base.png)", ""]
+    return "\n".join(lines)

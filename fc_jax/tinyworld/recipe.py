@@ -1,0 +1,155 @@
+"""The tiny world's recipe: every model of the tiny world, trained in order on this machine, resumable.
+
+    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld [--steps=data,vae,text,latents,base]
+
+Steps, each skipped when its output is complete (a stopped run resumes where it stopped):
+0. `data`: the tiny-world triplets (`FashionTriplets`) at WORKDIR/data: `data.tinyworld_examples` train records
+   of the `tinyworld_vae` config's geometry, an eighth as many eval and held-out ones.
+1. `vae`: the `vae` stage (`tinyworld_vae` config) on them in WORKDIR/vae, its EMA parameters exported to
+   WORKDIR/vae_params.
+2. `text`: the word-level tokenizer (WORKDIR/text/tokenizer.json) and the frozen, seeded, random tiny umT5
+   (WORKDIR/text/umt5).
+3. `latents`: the triplets encoded with the trained VAE and the text encoder (`fc_jax.data.preencode`, resumable
+   by chunks) into a `FashionLatents` data set at WORKDIR/latents.
+4. `base`: the `base` stage (`tinyworld_base` config) on those latents in WORKDIR/base, its EMA parameters
+   exported to WORKDIR/base_params.
+Each step's wall time is added to WORKDIR/recipe.json (for the model card).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+
+STEPS = ("data", "vae", "text", "latents", "base")
+LATENT_SPLITS = ("train", "eval", "heldout")
+TEXT_SEED = 0  # the tiny umT5's random initialisation (frozen: never trained)
+
+
+def config_name(stage: str, variant: str = "") -> str:
+    """The packaged config of recipe stage `stage` (vae | base) at `variant` ("" or "smoke")."""
+    return f"tinyworld_{stage}" + (f":{variant}" if variant else "")
+
+
+def vae_config(workdir: str = "", variant: str = ""):
+    """The recipe's `vae` stage config (`variant` "smoke": the suite's few-step run), reading WORKDIR/data."""
+    from fc_jax.config import load_config
+
+    config = load_config(config_name("vae", variant))
+    config.data.data_dir = os.path.join(workdir, "data") if workdir else ""
+    return config
+
+
+def base_config(workdir: str, variant: str = ""):
+    """The recipe's `base` stage config, reading the latents of WORKDIR."""
+    from fc_jax.config import load_config
+
+    config = load_config(config_name("base", variant))
+    config.data.data_dir = os.path.join(workdir, "latents")
+    return config
+
+
+def paths(workdir: str) -> dict[str, str]:
+    """Where each output lives under WORKDIR."""
+    j = lambda *p: os.path.join(workdir, *p)
+    return {"vae_run": j("vae"), "vae_params": j("vae_params"), "triplets": j("data"),
+            "tokenizer": j("text", "tokenizer.json"), "umt5": j("text", "umt5"), "latents": j("latents"),
+            "base_run": j("base"), "base_params": j("base_params"), "log": j("recipe.json")}
+
+
+def _record(workdir: str, step: str, seconds: float, **extra) -> None:
+    log = paths(workdir)["log"]
+    done = json.load(open(log)) if os.path.exists(log) else {}
+    entry = done.get(step, {"wall_s": 0.0})
+    entry["wall_s"] = round(entry["wall_s"] + seconds, 1)
+    entry.update(extra)
+    done[step] = entry
+    with open(log + ".tmp", "w") as f:
+        json.dump(done, f, indent=1)
+    os.replace(log + ".tmp", log)
+
+
+def _train_and_export(config, run_dir: str, params_dir: str) -> dict:
+    from fc_jax.training.driver import train
+    from fc_jax.training.export import export_parameters
+
+    summary = train(config, run_dir)
+    if summary["preempted"]:
+        raise SystemExit(f"stopped at step {summary['step']}; run the recipe again to resume")
+    if not os.path.exists(params_dir):
+        export_parameters(run_dir, params_dir, which="ema_params")
+    return summary
+
+
+def step_data(workdir: str, variant: str) -> dict:
+    from fc_jax.data import triplets
+    from fc_jax.tinyworld.dataset import write_tinyworld
+
+    p, config = paths(workdir), vae_config(workdir, variant)
+    n, v = int(config.data.tinyworld_examples), config.video
+    counts = {"train": n, "eval": max(n // 8, 1), "heldout": max(n // 8, 1)}
+    if not triplets.FashionTriplets(data_dir=p["triplets"]).is_prepared():
+        write_tinyworld(p["triplets"], counts, height=v.height, width=v.width, num_frames=v.num_frames)
+    return {"records": counts}
+
+
+def step_vae(workdir: str, variant: str) -> dict:
+    p = paths(workdir)
+    summary = _train_and_export(vae_config(workdir, variant), p["vae_run"], p["vae_params"])
+    return {"config": config_name("vae", variant), "steps": summary["step"], "last_metrics": summary["last_metrics"]}
+
+
+def step_text(workdir: str, variant: str) -> dict:
+    from fc_jax.convert.common import save_params
+    from fc_jax.models import umt5
+    from fc_jax.tinyworld.text import write_tokenizer
+
+    p, config = paths(workdir), base_config(workdir, variant)
+    write_tokenizer(os.path.dirname(p["tokenizer"]))
+    if not os.path.exists(p["umt5"]):
+        model = umt5.UMT5Encoder.from_config(config.umt5)
+        save_params(umt5.init_params(model, jax.random.key(TEXT_SEED), config.umt5.text_len), p["umt5"])
+    return {"seed": TEXT_SEED}
+
+
+def step_latents(workdir: str, variant: str) -> dict:
+    from fc_jax.data import preencode, triplets
+
+    p, config = paths(workdir), base_config(workdir, variant)
+    if triplets.FashionLatents(data_dir=p["latents"]).is_prepared():
+        return {}
+    vae_params, text = preencode.load_encoders(config, p["vae_params"], p["umt5"], p["tokenizer"], False, 0,
+                                               jax.local_device_count())
+    encoder = preencode.BatchEncoder(vae_params, text, jax.local_devices())
+    skipped = preencode.preencode(config, p["triplets"], p["latents"], encoder, LATENT_SPLITS)
+    return {"skipped": len(skipped)}
+
+
+def step_base(workdir: str, variant: str) -> dict:
+    p = paths(workdir)
+    summary = _train_and_export(base_config(workdir, variant), p["base_run"], p["base_params"])
+    return {"config": config_name("base", variant), "steps": summary["step"],
+            "last_metrics": summary["last_metrics"]}
+
+
+RUNNERS = {"data": step_data, "vae": step_vae, "text": step_text, "latents": step_latents, "base": step_base}
+
+
+def run_recipe(workdir: str, steps=STEPS, variant: str = "") -> dict:
+    """Run `steps` (in the recipe's order) under `workdir` with the configs' `variant` ("" or "smoke": a few steps
+    at the smallest geometry, the suite's); returns WORKDIR/recipe.json's content."""
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown recipe step(s) {unknown}; expected some of {list(STEPS)}")
+    os.makedirs(workdir, exist_ok=True)
+    for name in (s for s in STEPS if s in steps):
+        print(f"recipe: {name} ...", file=sys.stderr, flush=True)
+        start = time.time()
+        extra = RUNNERS[name](workdir, variant)
+        _record(workdir, name, time.time() - start, **extra)
+        print(f"recipe: {name} done in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    return json.load(open(paths(workdir)["log"]))

@@ -1,0 +1,157 @@
+"""The tiny world's model pieces: the VAE's one-pass training path equals its streaming path, random clip windows,
+the caption tokenizer, the shipped-weights format, the TI2V input and sampler, and the motion-direction metric's
+calibration."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fc_jax.config import load_config
+
+
+def test_vae_one_pass_equals_streaming():
+    """`one_pass=True` (the VAE stage's fast gradient path) gives the values of the streaming chunked path:
+    encode frame 0 then 4 at a time, decode one latent frame at a time (fp32, random weights)."""
+    from fc_jax.models import vae
+
+    config = load_config("tiny")
+    params = vae.init_params(config, jax.random.key(0))
+    video = jax.random.uniform(jax.random.key(1), (2, 9, 32, 32, 3), minval=-1.0, maxval=1.0)
+    mu, logvar = vae.posterior_moments(params, video)
+    mu1, logvar1 = vae.posterior_moments(params, video, one_pass=True)
+    assert mu.shape == (2, 3, 2, 2, 48)
+    np.testing.assert_allclose(mu1, mu, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(logvar1, logvar, atol=1e-5, rtol=1e-5)
+    frames = vae.decode_raw(params, mu)
+    assert frames.shape == video.shape
+    np.testing.assert_allclose(vae.decode_raw(params, mu, one_pass=True), frames, atol=1e-5, rtol=1e-5)
+
+
+def test_random_clip_windows_and_clip_size_errors():
+    from fc_jax.data.sources import RandomClip, clip_size
+
+    video = np.random.default_rng(0).integers(0, 256, (9, 64, 48, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    seen = set()
+    for _ in range(20):
+        out = RandomClip(5, (32, 16)).random_map({"video": video, "id": "x"}, rng)["video"]
+        assert out.shape == (5, 32, 16, 3)
+        hits = [(t, y, x) for t in range(5) for y in range(33) for x in range(33)
+                if np.array_equal(video[t : t + 5, y : y + 32, x : x + 16], out)]
+        assert hits, "the clip is not a window of the video"
+        seen.add(hits[0])
+    assert len(seen) > 5  # windows are drawn, not fixed
+    config = load_config("tinyworld_vae:smoke")
+    assert clip_size(config) == (32, 48)
+    config.vae_train.crop = (40, 48)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        clip_size(config)
+    config.vae_train.crop = None
+    assert clip_size(config) == (config.video.height, config.video.width)
+
+
+def test_tokenizer_covers_every_caption(tmp_path):
+    """Every word of every caption has its own id (no <unk>), lengths are words + EOS, different captions give
+    different ids, a word outside the world is <unk>; read back through `fc_jax.text.load_tokenizer`."""
+    from fc_jax.text import load_tokenizer
+    from fc_jax.tinyworld import spec as S
+    from fc_jax.tinyworld.text import UNK_TOKEN, caption_vocabulary, words, write_tokenizer
+
+    tokenizer = load_tokenizer(write_tokenizer(str(tmp_path)), 80)
+    vocab = caption_vocabulary()
+    assert len(set(vocab)) == len(vocab) > 50
+    captions = set()
+    for seed in range(300):
+        spec = S.sample_spec(seed)
+        captions |= {S.dynamic_caption(spec), S.static_caption(spec), f"{S.dynamic_caption(spec)} "
+                     f"{S.static_caption(spec)}"}
+    rows = {}
+    unk = 2
+    for caption in sorted(captions):
+        ids, lengths = tokenizer([caption])
+        assert lengths[0] == len(words(caption)) + 1 and ids[0, lengths[0] - 1] == tokenizer.eos_id
+        assert unk not in ids[0, : lengths[0]], caption
+        rows.setdefault(tuple(ids[0]), caption)
+    assert len(rows) == len(captions)
+    ids, lengths = tokenizer(["the person dances"])
+    assert ids[0, 2] == unk and lengths[0] == 4
+    assert UNK_TOKEN == "<unk>"
+
+
+def test_weights_round_trip_and_missing_part(tmp_path):
+    from fc_jax.tinyworld import weights
+
+    tree = {"a": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3) / 7}, "b": np.ones(4, np.float32)}
+    path = str(tmp_path / "x.safetensors")
+    weights.save_tree(tree, path)
+    back = weights.load_tree(path)
+    np.testing.assert_array_equal(back["a"]["kernel"], tree["a"]["kernel"])
+    np.testing.assert_array_equal(back["b"], tree["b"])
+    weights.save_tree(tree, path, np.float16)
+    np.testing.assert_allclose(weights.load_tree(path)["a"]["kernel"], tree["a"]["kernel"], atol=1e-3)
+    with pytest.raises(FileNotFoundError, match="recipe"):
+        weights.load_part("vae", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown tiny-world part"):
+        weights.part_path("dit")
+
+
+def test_ti2v_inputs_and_sampler_keep_the_first_frame():
+    """Frame 0 of the TI2V input is the clean first-frame latent at timestep 0, the others the noisy latents at t;
+    the sampler's output keeps the first frame exactly; bad first-frame shapes are named."""
+    from fc_jax.models import dit
+    from fc_jax.sampling.base import sample_ti2v
+
+    config = load_config("tiny")
+    model = dit.build_model(config)
+    params = dit.init_params(model, jax.random.key(0))  # the head starts at zero upstream: perturb every leaf
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(4), len(leaves))
+    params = treedef.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    first = jax.random.normal(jax.random.key(1), (2, 1, 4, 4, 48))
+    noise = jax.random.normal(jax.random.key(2), (2, 3, 4, 4, 48))
+    latents, timesteps = dit.ti2v_inputs(first, noise, jnp.array([500.0, 20.0]))
+    np.testing.assert_array_equal(latents[:, 0], first[:, 0])
+    np.testing.assert_array_equal(latents[:, 1:], noise[:, 1:])
+    np.testing.assert_array_equal(timesteps, [[0, 500, 500], [0, 20, 20]])
+    with pytest.raises(ValueError, match="first-frame latent"):
+        dit.ti2v_inputs(first[:, :, :2], noise, 1.0)
+    context = jax.random.normal(jax.random.key(3), (2, 5, config.model.text_dim))
+    out = sample_ti2v(model, params, first, noise, context, jnp.zeros_like(context), num_steps=3, shift=3.0,
+                      guidance_scale=2.0)
+    np.testing.assert_array_equal(out[:, :1], first)
+    assert out.shape == noise.shape and bool(jnp.all(jnp.isfinite(out)))
+    assert float(jnp.abs(out[:, 1:] - noise[:, 1:]).mean()) > 0.01  # the later frames were denoised
+
+
+def _spec_with_motion(kind: str, speed: str = ""):
+    from fc_jax.tinyworld import spec as S
+
+    for seed in range(500):
+        spec = S.sample_spec(seed, 128, 128, 25)
+        if spec.motion.kind == kind and (not speed or spec.motion.speed == speed):
+            return spec
+    raise AssertionError(kind)
+
+
+def test_direction_ok_calibration():
+    """`motion/direction_ok`: 1 on ground-truth walks and in-place motions; 0 on a walk played backwards, a
+    frozen walk, and a walk scored against a caption that says to stand still."""
+    from fc_jax.tinyworld.metrics import motion_metrics
+    from fc_jax.tinyworld.render import render_sample
+
+    for kind in ("walk_left", "walk_right"):
+        spec = _spec_with_motion(kind, "slow")
+        gt = render_sample(spec)
+        assert motion_metrics(gt.video, spec, ground_truth=gt)["direction_ok"] == 1.0
+        assert motion_metrics(gt.video[::-1], spec, ground_truth=gt)["direction_ok"] == 0.0
+        frozen = np.repeat(gt.video[:1], len(gt.video), axis=0)
+        assert motion_metrics(frozen, spec, ground_truth=gt)["direction_ok"] == 0.0
+        stand = "the person stands still"
+        assert motion_metrics(gt.video, spec, caption=stand, ground_truth=gt)["direction_ok"] == 0.0
+    for kind in ("stand", "jump", "arm_swing", "turn"):
+        spec = _spec_with_motion(kind)
+        gt = render_sample(spec)
+        assert motion_metrics(gt.video, spec, ground_truth=gt)["direction_ok"] == 1.0, kind
