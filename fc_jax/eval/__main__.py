@@ -1,4 +1,4 @@
-"""`python -m fc_jax.eval generate|score ...`: HGC-Bench videos from our model, and their scores.
+"""`python -m fc_jax.eval generate|score|tinyworld-bench ...`: benchmark videos from our model, and their scores.
 
 `generate --bench=DIR --checkpoint=DIR --out=DIR [--switch_frames=F1,F2,...]` streams one video per sample into
 `--out/<id>.mp4` with the student (`fc_jax.eval.generate`): the sample's person image, garment and caption;
@@ -11,9 +11,15 @@ method's; the video of sample `<id>` is `<id>.mp4`, see `fc_jax.eval.bench`) on 
 `report.json`, `report.md` (laid out like the paper's Table 1), `per_sample.csv` and a per-frame curves PNG into
 `--out`. Resumable: per-sample results are kept in `--out/samples/`, and a rerun scores only what is missing or
 failed. Metrics whose weights or server are not given are reported as not computed, with the reason.
+`score --kind=tinyworld` scores a tiny-world bench instead (its csv has a `spec` column) with the exact
+tiny-world metrics, one metric `tinyworld` (`fc_jax.eval.tinyworld`; `--metrics` and the weights and VLM options
+are not used), into the same files. Its videos must be lossless RGB: H.264 4:2:0 lowers even the ground truth.
+
+`tinyworld-bench --out=DIR [--split --count --height --width --num_frames --switch_frame]` renders tiny-world
+specs and writes them as such a bench (HGC-Bench's layout plus the `spec` column; `generate` reads it too).
 
 Flags are absl flags (`--name=value` or `--name value`; `--random_weights` / `--norandom_weights`; `--metrics`
-a comma list); `python -m fc_jax.eval score --help` and `... generate --help` list each command's flags.
+a comma list); `python -m fc_jax.eval NAME --help` lists command NAME's flags.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from absl import flags
 from fc_jax import cli
 from fc_jax.config import CONFIG_DIR, config_file
 from fc_jax.eval.metrics import ALL_METRICS, EvalOptions
+from fc_jax.tinyworld.spec import SPLITS
 
 PROG = "python -m fc_jax.eval"
 COMMANDS = {
-    "score": "score a folder of videos on HGC-Bench",
+    "score": "score a folder of videos on HGC-Bench (or a tiny-world bench: --kind=tinyworld)",
     "generate": "generate the benchmark's videos with the streaming student",
+    "tinyworld-bench": "write a tiny-world bench folder (score --kind=tinyworld)",
 }
 
 _GENERATE_HELP = ("stream one video per sample into --out/<id>.mp4 (skipping those already there). Single-garment "
@@ -42,7 +50,8 @@ _GENERATE_HELP = ("stream one video per sample into --out/<id>.mp4 (skipping tho
 
 _SCORE_HELP = ("score a folder of videos (one per sample, <id>.mp4) on HGC-Bench; write report.json, report.md, "
                "per_sample.csv and a per-frame curves PNG into --out. Resumable (--out/samples/). Metrics whose "
-               "weights or server are not given are reported as not computed, with the reason.")
+               "weights or server are not given are reported as not computed, with the reason. --kind=tinyworld: "
+               "a tiny-world bench (tinyworld-bench), scored with the exact tiny-world metrics.")
 
 # `score`'s flags for the EvalOptions fields (besides `metrics`): where the weights and the VLM server are.
 _OPTION_HELP = {
@@ -74,6 +83,10 @@ flags.DEFINE_string("method", "ours", "row name in the report table", flag_value
 flags.DEFINE_list("metrics", list(ALL_METRICS), f"comma list from {','.join(ALL_METRICS)}", flag_values=SCORE)
 flags.DEFINE_string("plot_sample", None, "sample id whose per-frame curves are plotted", flag_values=SCORE)
 flags.DEFINE_integer("limit", 0, "score only the first N samples (0 = all)", flag_values=SCORE)
+flags.DEFINE_enum("kind", "hgc", ["hgc", "tinyworld"],
+                  "hgc: HGC-Bench and --metrics; tinyworld: a bench with a `spec` column (tinyworld-bench), scored "
+                  "with the exact tiny-world metrics (--metrics and the weights and VLM options are not used)",
+                  flag_values=SCORE)
 
 
 def _define_options(flag_values: flags.FlagValues) -> None:
@@ -110,6 +123,22 @@ flags.DEFINE_string("switch_frames", "",
                     "to that of the next samples in bench order, wrapping around", flag_values=GENERATE)
 
 
+TINYWORLD_BENCH = flags.FlagValues()
+flags.DEFINE_string("out", None, "folder for the bench (meta_data.csv, images/)", flag_values=TINYWORLD_BENCH)
+flags.mark_flag_as_required("out", flag_values=TINYWORLD_BENCH)
+flags.DEFINE_enum("split", "heldout", list(SPLITS), "tiny-world split the specs come from", flag_values=TINYWORLD_BENCH)
+flags.DEFINE_integer("count", 32, "samples", flag_values=TINYWORLD_BENCH)
+flags.DEFINE_integer("height", 160, "frame height, pixels", flag_values=TINYWORLD_BENCH)
+flags.DEFINE_integer("width", 128, "frame width, pixels", flag_values=TINYWORLD_BENCH)
+flags.DEFINE_integer("num_frames", 45, "frames per video", flag_values=TINYWORLD_BENCH)
+flags.DEFINE_integer("switch_frame", 0, "the target garment switches at this frame (0 = no switch)",
+                     flag_values=TINYWORLD_BENCH)
+flags.DEFINE_integer("start_seed", 0, "first seed scanned", flag_values=TINYWORLD_BENCH)
+
+_TINYWORLD_BENCH_HELP = ("render the first --count specs of a tiny-world split and write them as a bench folder: "
+                         "meta_data.csv (HGC-Bench's columns plus `spec`) and the images beside it.")
+
+
 def _generate(args) -> None:
     from fc_jax.eval.bench import load_bench
     from fc_jax.eval.generate import (build_session, check_switch_frames, generate_bench, load_model,
@@ -139,32 +168,51 @@ def main(argv: list[str] | None = None) -> None:
     if command == "generate":
         cli.parse(GENERATE, f"{PROG} generate", rest, description=_GENERATE_HELP)
         _generate(GENERATE)
+    elif command == "tinyworld-bench":
+        cli.parse(TINYWORLD_BENCH, f"{PROG} tinyworld-bench", rest, description=_TINYWORLD_BENCH_HELP)
+        _tinyworld_bench(TINYWORLD_BENCH)
     else:
         cli.parse(SCORE, f"{PROG} score", rest, description=_SCORE_HELP)
         _score(SCORE)
 
 
+def _tinyworld_bench(args) -> None:
+    from fc_jax.eval.tinyworld import write_tinyworld_bench
+
+    ids = write_tinyworld_bench(args.out, split=args.split, count=args.count, height=args.height, width=args.width,
+                                num_frames=args.num_frames, switch_frame=args.switch_frame or None,
+                                start_seed=args.start_seed)
+    print(json.dumps({"out": args.out, "split": args.split, "num_samples": len(ids)}))
+
+
 def _score(args) -> None:
     from fc_jax.eval.bench import load_bench
     from fc_jax.eval.metrics import build_metrics
-    from fc_jax.eval.report import write_report
+    from fc_jax.eval.report import HGC, write_report
     from fc_jax.eval.runner import score_samples
 
-    samples = load_bench(args.bench)[: args.limit or None]
+    if args.kind == "tinyworld":
+        from fc_jax.eval.tinyworld import TinyWorldMetric, load_tinyworld_bench, tinyworld_layout
+
+        samples = load_tinyworld_bench(args.bench)[: args.limit or None]
+        metrics, layout = [TinyWorldMetric()], tinyworld_layout(samples)
+    else:
+        samples = load_bench(args.bench)[: args.limit or None]
+        options = EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)
+                                 if f.name != "metrics"},
+                              metrics=tuple(m.strip() for m in args.metrics if m.strip()))
+        if options.vlm_cache is None:
+            options.vlm_cache = os.path.join(args.out, "vlm_cache")
+        metrics, layout = build_metrics(options), HGC
     for sample in samples:
         for path in sample.missing_files():
             print(f"warning: sample {sample.id}: missing {path} (metrics that need it will name it)", file=sys.stderr)
-    options = EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)
-                             if f.name != "metrics"},
-                          metrics=tuple(m.strip() for m in args.metrics if m.strip()))
-    if options.vlm_cache is None:
-        options.vlm_cache = os.path.join(args.out, "vlm_cache")
-    metrics = build_metrics(options)
     for m in metrics:
         status = getattr(m, "backend", None) or f"NOT COMPUTED: {m.reason}"
         print(f"{m.name}: {status}", file=sys.stderr)
     records = score_samples(samples, args.videos, args.out, metrics)
-    summary = write_report(args.out, records, metrics, method=args.method, plot_sample=args.plot_sample)
+    summary = write_report(args.out, records, metrics, method=args.method, plot_sample=args.plot_sample,
+                           layout=layout)
     print(json.dumps({"out": args.out, "num_samples": summary["num_samples"], "mean": summary["mean"],
                       "not_computed": sorted(summary["not_computed"]),
                       "errors": {k: v["count"] for k, v in summary["errors"].items()}}))

@@ -1,5 +1,6 @@
 """The HGC-Bench layout (REFERENCE §5): `meta_data.csv` with columns `src_image` (the person), `cloth_image` (the
 garment) and `prompt` (JSON; `['caption']['en_short']` is the caption), image paths relative to the csv's folder.
+An optional `spec` column holds a tiny-world spec as JSON (`fc_jax.eval.tinyworld`; `score --kind=tinyworld`).
 
 A sample's id is its `id` column when the csv has one, else its row number as four digits (`0000`, `0001`, ...);
 `score` looks for the video of a sample as `<id>.<ext>` in the videos folder.
@@ -29,6 +30,7 @@ class Sample:
     src_image: str  # absolute path of the person / reference image
     cloth_image: str  # absolute path of the garment image
     caption: str
+    spec: str | None = None  # the `spec` column (tiny-world spec JSON), when the csv has one
 
     def missing_files(self) -> list[str]:
         return [p for p in (self.src_image, self.cloth_image) if not os.path.isfile(p)]
@@ -67,6 +69,7 @@ def load_bench(bench_dir: str) -> list[Sample]:
             src_image=os.path.join(root, row["src_image"]),
             cloth_image=os.path.join(root, row["cloth_image"]),
             caption=_caption(row["prompt"], f"{path} row {i + 2}"),
+            spec=row.get("spec") or None,
         ))
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):

@@ -1,10 +1,12 @@
 """The report of a scoring run: `report.json` (per-sample values and errors, means, backends, what was not
 computed and why), `report.md` (a table laid out like the paper's Table 1 with the paper's row beside ours),
-`per_sample.csv` and `curves_<id>.png` (the per-frame curves of one sample)."""
+`per_sample.csv` and `curves_<id>.png` (the per-frame curves of one sample). What the table shows is a `Layout`:
+`HGC` by default, `fc_jax.eval.tinyworld.tinyworld_layout` for the tiny world."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -26,12 +28,33 @@ METRIC_OF = {"cur": "cur", "gme": "gme", "amp": "amp", "amp_magnitude": "amp", "
              "hgc": "judge", "lgc": "judge", "ntp": "judge", "aesthetic": "aesthetic"}
 
 
-def summarise(records: list[dict], metrics: list) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A report's table: (key, label) columns in order (key = a value's name in its metric's result), the columns
+    beside it, the metric filling each key, reference rows, and notes (summary key -> (label, text)), kept in
+    report.json and printed under the table as "label: text."."""
+
+    title: str
+    legend: str
+    columns: tuple[tuple[str, str], ...]
+    extra: tuple[tuple[str, str], ...]
+    metric_of: dict[str, str]
+    rows: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    notes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+
+
+HGC = Layout(
+    "HGC-Bench report", "Higher is better everywhere.", TABLE_COLUMNS, EXTRA_COLUMNS, METRIC_OF, PAPER_ROWS,
+    {"headline_amp": ("Amp.", "amp = |signed mean| of the resized Farnebäck flow (the reference procedure); "
+                              "amp_magnitude = mean flow length (the paper's prose), reported beside it")})
+
+
+def summarise(records: list[dict], metrics: list, layout: Layout = HGC) -> dict:
     """Means over the samples with a value, counts, errors by metric and kind, backends, and not-computed reasons."""
-    columns = [c for c, _ in TABLE_COLUMNS + EXTRA_COLUMNS]
+    columns = [c for c, _ in layout.columns + layout.extra]
     means, counts = {}, {}
     for col in columns:
-        vals = [r["metrics"].get(METRIC_OF[col], {}).get("values", {}).get(col) for r in records]
+        vals = [r["metrics"].get(layout.metric_of[col], {}).get("values", {}).get(col) for r in records]
         vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
         counts[col] = len(vals)
         means[col] = float(np.mean(vals)) if vals else None
@@ -50,25 +73,24 @@ def summarise(records: list[dict], metrics: list) -> dict:
         "errors": errors,
         "backends": {m.name: m.backend for m in metrics if not isinstance(m, Unavailable)},
         "not_computed": {m.name: m.reason for m in metrics if isinstance(m, Unavailable)},
-        "headline_amp": "amp = |signed mean| of the resized Farnebäck flow (the reference procedure); "
-                        "amp_magnitude = mean flow length (the paper's prose), reported beside it",
+        **{key: text for key, (_, text) in layout.notes.items()},
     }
 
 
 def write_report(out_dir: str, records: list[dict], metrics: list, method: str = "ours",
-                 plot_sample: str | None = None) -> dict:
+                 plot_sample: str | None = None, layout: Layout = HGC) -> dict:
     """Write report.json, report.md, per_sample.csv and the curves PNG; returns the summary."""
     os.makedirs(out_dir, exist_ok=True)
-    summary = summarise(records, metrics)
+    summary = summarise(records, metrics, layout)
     per_sample = [{"id": r["id"], "video": r.get("video"),
                    "values": {k: v for e in r["metrics"].values() for k, v in e.get("values", {}).items()},
                    "errors": {n: e["error"] for n, e in r["metrics"].items() if "error" in e},
                    "info": {n: e["info"] for n, e in r["metrics"].items() if e.get("info")}} for r in records]
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump({"method": method, **summary, "samples": per_sample}, f, indent=1)
-    _write_csv(os.path.join(out_dir, "per_sample.csv"), per_sample)
+    _write_csv(os.path.join(out_dir, "per_sample.csv"), per_sample, layout)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(markdown(summary, method))
+        f.write(markdown(summary, method, layout))
     chosen = plot_sample or next((r["id"] for r in records if any("per_frame" in e for e in r["metrics"].values())),
                                  None)
     if chosen is not None:
@@ -82,8 +104,8 @@ def write_report(out_dir: str, records: list[dict], metrics: list, method: str =
     return summary
 
 
-def _write_csv(path: str, per_sample: list[dict]) -> None:
-    cols = [c for c, _ in TABLE_COLUMNS + EXTRA_COLUMNS]
+def _write_csv(path: str, per_sample: list[dict], layout: Layout) -> None:
+    cols = [c for c, _ in layout.columns + layout.extra]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", *cols, "errors"])
@@ -98,18 +120,22 @@ def _cell(value) -> str:
     return f"{value:.4f}"
 
 
-def markdown(summary: dict, method: str) -> str:
-    head = [label for _, label in TABLE_COLUMNS]
-    lines = ["# HGC-Bench report", "",
-             f"{summary['num_samples']} samples. n/c = not computed (reason below). Higher is better everywhere.", "",
+def markdown(summary: dict, method: str, layout: Layout = HGC) -> str:
+    head = [label for _, label in layout.columns]
+    lines = [f"# {layout.title}", "",
+             f"{summary['num_samples']} samples. n/c = not computed (reason below). {layout.legend}", "",
              "| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    for name, row in PAPER_ROWS.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(row.get(c)) for c, _ in TABLE_COLUMNS) + " |")
-    lines.append(f"| **{method}** | " + " | ".join(_cell(summary["mean"][c]) for c, _ in TABLE_COLUMNS) + " |")
-    lines += ["", "Beside the table: " + ", ".join(
-        f"{label} {_cell(summary['mean'][c])}" for c, label in EXTRA_COLUMNS) + ".", "",
-        f"Amp.: {summary['headline_amp']}.", "", "## Samples counted per column", ""]
-    lines += [f"- {label}: {summary['count'][c]} of {summary['num_samples']}" for c, label in TABLE_COLUMNS + EXTRA_COLUMNS]
+    for name, row in layout.rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(c)) for c, _ in layout.columns) + " |")
+    lines.append(f"| **{method}** | " + " | ".join(_cell(summary["mean"][c]) for c, _ in layout.columns) + " |")
+    if layout.extra:
+        lines += ["", "Beside the table: " + ", ".join(
+            f"{label} {_cell(summary['mean'][c])}" for c, label in layout.extra) + "."]
+    for key, (label, _) in layout.notes.items():
+        lines += ["", f"{label}: {summary[key]}."]
+    lines += ["", "## Samples counted per column", ""]
+    lines += [f"- {label}: {summary['count'][c]} of {summary['num_samples']}"
+              for c, label in layout.columns + layout.extra]
     lines += ["", "## Backends", ""] + [f"- {k}: {v}" for k, v in summary["backends"].items()]
     if summary["not_computed"]:
         lines += ["", "## Not computed", ""] + [f"- {k}: {v}" for k, v in summary["not_computed"].items()]
@@ -123,7 +149,7 @@ def markdown(summary: dict, method: str) -> str:
 
 
 def plot_curves(record: dict, path: str) -> str:
-    """One panel per per-frame curve of the sample (flow, MUSIQ, face similarity, aesthetic, Q-Align): PNG."""
+    """One panel per per-frame curve of the sample (e.g. flow, MUSIQ, face similarity, aesthetic, Q-Align): PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
