@@ -1,6 +1,6 @@
 """Video files <-> uint8 frames [F, H, W, 3] RGB through PyAV (FFmpeg's libraries in-process, bundled in the
-wheel: exact frame counts, real decode errors). Writing is H.264 yuv420p, chunk by chunk. `evenly_spaced` picks
-the frames that metrics and curation look at."""
+wheel: exact frame counts, real decode errors). Writing is H.264 yuv420p (or lossless RGB), chunk by chunk.
+`evenly_spaced` picks the frames that metrics and curation look at."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class Mp4Writer:
     `video.mp4`) and `kept` names it; otherwise the partial file is removed.
     """
 
-    def __init__(self, path: str, fps: int = 24, crf: int = 18, keep_partial: bool = False):
+    def __init__(self, path: str, fps: int = 24, crf: int = 18, keep_partial: bool = False, lossless: bool = False):
         import av
 
         self.path = path
@@ -74,9 +74,13 @@ class Mp4Writer:
         self._tmp = path + ".partial"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._container = av.open(self._tmp, mode="w", format="mp4")
-        self._stream = self._container.add_stream("libx264", rate=fps)
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf)}
+        self.lossless = lossless
+        if lossless:  # RGB H.264 at qp 0: decodes to the exact pixels (4:2:0 mixes colours across every edge)
+            self._stream = self._container.add_stream("libx264rgb", rate=fps)
+            self._stream.pix_fmt, self._stream.options = "rgb24", {"qp": "0"}
+        else:
+            self._stream = self._container.add_stream("libx264", rate=fps)
+            self._stream.pix_fmt, self._stream.options = "yuv420p", {"crf": str(crf)}
         self._size = None
         self.frames_written = 0
 
@@ -88,7 +92,7 @@ class Mp4Writer:
             raise ValueError(f"expected uint8 frames [N, H, W, 3]; got {frames.dtype} {frames.shape}")
         if self._size is None:
             h, w = frames.shape[1:3]
-            if h % 2 or w % 2:
+            if not self.lossless and (h % 2 or w % 2):
                 raise ValueError(f"H.264 yuv420p needs even frame sizes; got {h}x{w}")
             self._stream.height, self._stream.width = h, w
             self._size = (h, w)
@@ -127,7 +131,8 @@ class Mp4Writer:
             self.abort()
 
 
-def write_video(path: str, frames: np.ndarray, fps: int = 24, crf: int = 17) -> None:
-    """Encode uint8 frames [F, H, W, 3] as one H.264 mp4 (H and W even)."""
-    with Mp4Writer(path, fps=fps, crf=crf) as writer:
+def write_video(path: str, frames: np.ndarray, fps: int = 24, crf: int = 17, lossless: bool = False) -> None:
+    """Encode uint8 frames [F, H, W, 3] as one H.264 mp4 (yuv420p, H and W even; `lossless`: RGB at qp 0, the exact
+    pixels, what the tiny world's palette metrics need)."""
+    with Mp4Writer(path, fps=fps, crf=crf, lossless=lossless) as writer:
         writer.write(frames)

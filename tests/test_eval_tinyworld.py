@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-av = pytest.importorskip("av")
+pytest.importorskip("av")
 pytest.importorskip("matplotlib")
 
 from fc_jax.eval import tinyworld as T  # noqa: E402
 from fc_jax.eval.__main__ import main  # noqa: E402
 from fc_jax.eval.bench import BenchError, load_bench  # noqa: E402
+from fc_jax.video import write_video  # noqa: E402
 from fc_jax.tinyworld import world as W  # noqa: E402
 from fc_jax.tinyworld.render import render_sample  # noqa: E402
 from fc_jax.tinyworld.spec import spec_from_json  # noqa: E402
@@ -28,14 +29,7 @@ TABLE = [key for key, _ in T.TABLE_COLUMNS]
 
 
 def _write_lossless(path, frames):
-    """H.264 in RGB at qp 0 (libx264rgb): decodes to the exact pixels."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264rgb", rate=24)
-        stream.pix_fmt, stream.options = "rgb24", {"qp": "0"}
-        stream.height, stream.width = frames.shape[1:3]
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(str(path), frames, lossless=True)
 
 
 def _score(bench, videos, out, *extra):

@@ -18,8 +18,8 @@ NTP = `ntp/ntp`. Beside it: `motion/direction_ok`, `garment/colour`; on a switch
 
 The videos must be lossless: H.264 4:2:0 (`fc_jax.video.write_video`, `generate`) halves the chroma resolution,
 which mixes colours across every edge; the ground truth itself then scores as low as 0.46-0.79 on ID, Amp., HGC,
-LGC and NTP at 160x128 (0 on HGC at 64x64). Write RGB losslessly, e.g. PyAV's `libx264rgb` at qp 0 (.mp4) or FFV1
-(.mkv); videos are scored as decoded.
+LGC and NTP at 160x128 (0 on HGC at 64x64). Write RGB losslessly (`fc_jax.video.write_video(..., lossless=True)`:
+libx264rgb at qp 0); videos are scored as decoded.
 """
 
 from __future__ import annotations
