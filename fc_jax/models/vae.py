@@ -541,6 +541,32 @@ def init_params(config, key: Array) -> dict:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def fold_latent_affine(params, scale, shift) -> dict:
+    """`params` changed so that the encoder's raw latents become `scale * mu + shift` (per channel, [z_dim]) and
+    the decoder undoes it first: reconstructions are unchanged (exactly, up to rounding), the posterior's
+    log-variance moves by 2 log scale. Folded into the 1x1x1 `quant_conv` (its mu half) and `post_quant_conv`."""
+    scale, shift = jnp.asarray(scale, jnp.float32), jnp.asarray(shift, jnp.float32)
+    z = params["post_quant_conv"]["kernel"].shape[-2]
+    if scale.shape != (z,) or shift.shape != (z,):
+        raise ValueError(f"fold_latent_affine: scale and shift must be [{z}], found {scale.shape}, {shift.shape}")
+    quant, post = dict(params["quant_conv"]), dict(params["post_quant_conv"])
+    quant["kernel"] = quant["kernel"].at[..., :z].multiply(scale)
+    quant["bias"] = quant["bias"].at[:z].set(quant["bias"][:z] * scale + shift).at[z:].add(2 * jnp.log(scale))
+    kernel = post["kernel"] / scale[:, None]  # [1, 1, 1, z_in, z_out]: input channel i scaled by 1 / scale_i
+    post["bias"] = post["bias"] - jnp.einsum("i,...io->o", shift, kernel)
+    post["kernel"] = kernel
+    return {**params, "quant_conv": quant, "post_quant_conv": post}
+
+
+def match_latent_statistics(params, mean, std) -> dict:
+    """`params` whose raw latents, measured here to have per-channel `mean` and `std` ([z_dim]), take the Wan2.2
+    statistics (`LATENTS_MEAN`, `LATENTS_STD`) instead, so that `normalize_latents` makes them zero-mean and
+    unit-variance as flow matching assumes. For a VAE trained here (the tiny world's): the Wan constants are
+    the real VAE's, and every code path keeps using them."""
+    scale = LATENTS_STD / np.asarray(std, np.float32)
+    return fold_latent_affine(params, scale, LATENTS_MEAN - scale * np.asarray(mean, np.float32))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Input checks (errors name what was expected and what was found).
 

@@ -6,7 +6,10 @@ Steps, each skipped when its output is complete (a stopped run resumes where it 
 0. `data`: the tiny-world triplets (`FashionTriplets`) at WORKDIR/data: `data.tinyworld_examples` train records
    of the `tinyworld_vae` config's geometry, an eighth as many eval and held-out ones.
 1. `vae`: the `vae` stage (`tinyworld_vae` config) on them in WORKDIR/vae, its EMA parameters exported to
-   WORKDIR/vae_params.
+   WORKDIR/vae_raw_params, then calibrated into WORKDIR/vae_params: the per-channel mean and std of its latents
+   over `CALIBRATION_VIDEOS` training videos folded into its 1x1 quant convs so that its latents take the Wan
+   statistics `normalize_latents` divides by (zero-mean, unit-variance normalised latents, as flow matching
+   assumes; reconstructions unchanged, `fc_jax.models.vae.match_latent_statistics`).
 2. `text`: the word-level tokenizer (WORKDIR/text/tokenizer.json) and the frozen, seeded, random tiny umT5
    (WORKDIR/text/umt5).
 3. `latents`: the triplets encoded with the trained VAE and the text encoder (`fc_jax.data.preencode`, resumable
@@ -24,10 +27,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 STEPS = ("data", "vae", "text", "latents", "base")
 LATENT_SPLITS = ("train", "eval")  # the bench renders the held-out split itself
 TEXT_SEED = 0  # the tiny umT5's random initialisation (frozen: never trained)
+CALIBRATION_VIDEOS = 32  # training videos whose latent statistics calibrate the VAE
 
 
 def config_name(stage: str, variant: str = "") -> str:
@@ -56,7 +62,7 @@ def base_config(workdir: str, variant: str = ""):
 def paths(workdir: str) -> dict[str, str]:
     """Where each output lives under WORKDIR."""
     j = lambda *p: os.path.join(workdir, *p)
-    return {"vae_run": j("vae"), "vae_params": j("vae_params"), "triplets": j("data"),
+    return {"vae_run": j("vae"), "vae_raw_params": j("vae_raw_params"), "vae_params": j("vae_params"), "triplets": j("data"),
             "tokenizer": j("text", "tokenizer.json"), "umt5": j("text", "umt5"), "latents": j("latents"),
             "base_run": j("base"), "base_params": j("base_params"), "log": j("recipe.json")}
 
@@ -97,10 +103,33 @@ def step_data(workdir: str, variant: str) -> dict:
     return {"records": counts}
 
 
+def latent_statistics(params, config, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std [z_dim] of the raw posterior means of the first `count` training videos."""
+    from fc_jax.models import vae
+    from fc_jax.tinyworld.render import render_sample
+    from fc_jax.tinyworld.spec import split_specs
+
+    v = config.video
+    moments = jax.jit(lambda p, x: vae.posterior_moments(p, x)[0])
+    mus = [np.asarray(moments(params, jnp.asarray(render_sample(spec).video[None], jnp.float32) / 127.5 - 1.0))
+           for spec in split_specs("train", count, height=v.height, width=v.width, num_frames=v.num_frames)]
+    flat = np.concatenate([m.reshape(-1, m.shape[-1]) for m in mus])
+    return flat.mean(0), flat.std(0)
+
+
 def step_vae(workdir: str, variant: str) -> dict:
-    p = paths(workdir)
-    summary = _train_and_export(vae_config(workdir, variant), p["vae_run"], p["vae_params"])
-    return {"config": config_name("vae", variant), "steps": summary["step"], "last_metrics": summary["last_metrics"]}
+    from fc_jax.convert.common import load_params, save_params
+    from fc_jax.models import vae
+
+    p, config = paths(workdir), vae_config(workdir, variant)
+    summary = _train_and_export(config, p["vae_run"], p["vae_raw_params"])
+    count = CALIBRATION_VIDEOS if not variant else 2
+    if not os.path.exists(p["vae_params"]):
+        raw = load_params(os.path.abspath(p["vae_raw_params"]))
+        mean, std = latent_statistics(raw, config, count)
+        save_params(vae.match_latent_statistics(raw, mean, std), os.path.abspath(p["vae_params"]))
+    return {"config": config_name("vae", variant), "steps": summary["step"], "last_metrics": summary["last_metrics"],
+            "calibration_videos": count}
 
 
 def step_text(workdir: str, variant: str) -> dict:
