@@ -138,7 +138,8 @@ def _spec_with_motion(kind: str, speed: str = ""):
 
 def test_direction_ok_calibration():
     """`motion/direction_ok`: 1 on ground-truth walks and in-place motions; 0 on a walk played backwards, a
-    frozen walk, and a walk scored against a caption that says to stand still."""
+    frozen walk, a walk scored against a caption that says to stand still, and a walk whose figure vanishes in
+    every other frame (`figure_kept` catches it)."""
     from fc_jax.tinyworld.metrics import motion_metrics
     from fc_jax.tinyworld.render import render_sample
 
@@ -151,10 +152,16 @@ def test_direction_ok_calibration():
         assert motion_metrics(frozen, spec, ground_truth=gt)["direction_ok"] == 0.0
         stand = "the person stands still"
         assert motion_metrics(gt.video, spec, caption=stand, ground_truth=gt)["direction_ok"] == 0.0
+        # The right drift with the figure dissolved (every other frame a blank wall) is not a walk.
+        dissolved = gt.video.copy()
+        dissolved[1::2] = gt.video[0, :1, :1]
+        m = motion_metrics(dissolved, spec, ground_truth=gt)
+        assert m["figure_kept"] < 0.6 and m["direction_ok"] == 0.0
     for kind in ("stand", "jump", "arm_swing", "turn"):
         spec = _spec_with_motion(kind)
         gt = render_sample(spec)
-        assert motion_metrics(gt.video, spec, ground_truth=gt)["direction_ok"] == 1.0, kind
+        m = motion_metrics(gt.video, spec, ground_truth=gt)
+        assert m["direction_ok"] == 1.0 and m["figure_kept"] == 1.0, kind
 
 
 def test_latent_calibration_is_exact_and_normalises():

@@ -17,6 +17,7 @@ Prints one JSON object:
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -35,6 +36,8 @@ flags.DEFINE_integer("base_samples", 24, "held-out samples for the base model's 
 flags.DEFINE_integer("seed", 0, "noise seed of the base model's samples", flag_values=FLAGS)
 flags.DEFINE_integer("step_repeats", 3, "timed training steps per stage", flag_values=FLAGS)
 flags.DEFINE_bool("step_time", True, "also time one training step of each stage", flag_values=FLAGS)
+flags.DEFINE_string("frames_dir", None, "also save each base sample as a PNG strip (render above, sample below; "
+                    "five frames) here, to look at", flag_values=FLAGS)
 
 WHAT = ("vae", "base")
 
@@ -104,7 +107,16 @@ def base_videos(config, weights: str | None, samples, seed: int):
         yield spec, sample, to_uint8(vae.decode(vae_params, latents)[0])
 
 
-def base_figures(weights: str | None, samples: int, seed: int) -> dict:
+def save_strip(path: str, render: np.ndarray, video: np.ndarray) -> None:
+    """PNG of five evenly spaced frames: the render above, the generated video below."""
+    from PIL import Image
+
+    picks = np.linspace(0, len(video) - 1, 5).round().astype(int)
+    rows = [np.concatenate(list(v[picks]), axis=1) for v in (render, video)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def base_figures(weights: str | None, samples: int, seed: int, frames_dir: str | None = None) -> dict:
     """Motion accuracy of TI2V samples on held-out captions."""
     from fc_jax.tinyworld.metrics import motion_metrics
     from fc_jax.tinyworld.weights import configs, load_part
@@ -113,6 +125,9 @@ def base_figures(weights: str | None, samples: int, seed: int) -> dict:
     ok, align, per_motion = [], [], {}
     for spec, sample, video in base_videos(config, weights, heldout_samples(samples, config), seed):
         m = motion_metrics(video, spec, ground_truth=sample)
+        if frames_dir:
+            os.makedirs(frames_dir, exist_ok=True)
+            save_strip(os.path.join(frames_dir, f"base_{spec.seed}_{spec.motion.kind}.png"), sample.video, video)
         ok.append(m["direction_ok"])
         align.append(m["motion_alignment"])
         per_motion.setdefault(spec.motion.kind, []).append(m["direction_ok"])
@@ -165,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         if FLAGS.step_time:
             out["vae_step_s"] = step_seconds(trained_with["vae"], FLAGS.step_repeats)
     if "base" in FLAGS.what:
-        out.update(base_figures(FLAGS.weights, FLAGS.base_samples, FLAGS.seed))
+        out.update(base_figures(FLAGS.weights, FLAGS.base_samples, FLAGS.seed, FLAGS.frames_dir))
         if FLAGS.step_time:
             config = trained_with["base"]
             config.data.synthetic = True  # the step's timing needs no data set

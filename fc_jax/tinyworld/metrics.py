@@ -439,8 +439,11 @@ def motion_metrics(video, spec: Spec, caption: str | None = None, labels=None, g
       viewer's right in the first half: `face_offset` > 0), x in place; the jump's bounce allows +-1 px; stand: 1 / (1 + mean |frame-to-frame
       change| of cx, top and width in px). "In place" = 1 - |v| / v_slow clipped.
     - `speed_px` (measured, signed px/frame), `expected_speed_px`, `bounce_px`.
-    - `direction_ok` [1] in {0, 1}: the figure goes the caption's way: walks move in the caption's direction at
-      least a quarter of the slow walking speed; every other motion stays in place (|v| under half of it).
+    - `figure_kept` [1] in [0, 1]: the share of frames whose figure spans the ground truth's height within 25%
+      (a figure that dissolves or multiplies is not one figure moving).
+    - `direction_ok` [1] in {0, 1}: the figure is kept (`figure_kept` >= 0.9) and goes the caption's way: walks
+      move in the caption's direction at least a quarter of the slow walking speed; every other motion stays in
+      place (|v| under half of it).
     - `amp` (>= 0): `amplitude` (fraction of figure pixels changing class per frame); `amp_gt` the same for the
       ground-truth render of the spec; `amp_score` [1] = min/max ratio of the two (+0.005), in [0, 1].
     - `smoo` in (0, 1]: `smoothness`; `smoo_gt` the ground truth's (1 for steady motions; the jump's landings
@@ -480,16 +483,19 @@ def motion_metrics(video, spec: Spec, caption: str | None = None, labels=None, g
         change = np.abs(np.diff(cx)).mean() + np.abs(np.diff(top)).mean() + np.abs(np.diff(width)).mean() \
             if F > 1 else 0.0
         align = 1 / (1 + change)
+    gt = ground_truth if ground_truth is not None else render_sample(spec)
+    gt_labels = classify(gt.video, render_background(spec))
+    gt_height = track(gt_labels).height
+    figure_kept = float(np.mean(np.abs(np.nan_to_num(tr.height, nan=0.0) - gt_height) <= 0.25 * gt_height))
     if motion.kind.startswith("walk"):
         direction_ok = float(v * np.sign(expected_v) >= 0.25 * v_slow)
     else:
         direction_ok = float(abs(v) < 0.5 * v_slow)
-    gt = ground_truth if ground_truth is not None else render_sample(spec)
-    gt_labels = classify(gt.video, render_background(spec))
+    direction_ok *= float(figure_kept >= 0.9)
     amp, amp_gt = amplitude(lv), amplitude(gt_labels)
     smoo, smoo_gt = smoothness(tr), smoothness(track(gt_labels))
     return {
-        "motion_alignment": float(align), "direction_ok": direction_ok, "speed_px": v,
+        "motion_alignment": float(align), "direction_ok": direction_ok, "figure_kept": figure_kept, "speed_px": v,
         "expected_speed_px": expected_v, "bounce_px": bounce,
         "amp": amp, "amp_gt": amp_gt, "amp_score": _ratio(amp + 0.005, amp_gt + 0.005),
         "smoo": smoo, "smoo_gt": smoo_gt, "smoo_score": float(min(1.0, smoo / max(smoo_gt, 1e-9))),
