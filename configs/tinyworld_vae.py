@@ -29,8 +29,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Clips of 5 frames (2 latent frames: the first-frame rule and one 4-frame chunk) in random 64 x 64 windows
     # (the VAE is convolutional; evaluation runs whole 160 x 128 frames), L1 + MSE, and a KL weight small enough
     # to keep the latents informative (Wan's VAE uses 3e-6 beside its GAN and LPIPS terms).
-    c.vae_train = ml_collections.ConfigDict(dict(clip_frames=5, crop=(64, 64), kl_weight=1e-6, mse_weight=1.0,
-                                                init_logvar=0.0))
+    c.vae_train = ml_collections.ConfigDict(dict(clip_frames=5, crop=(64, 64), kl_weight=1e-6, mse_weight=1.0))
     c.optim.update(dict(lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1800, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
     c.train.update(dict(steps=1800, global_batch=4, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
@@ -38,6 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.checkpoint.update(dict(every=100, keep_last=2, keep_every=600))
     c.data.update(dict(synthetic=False, eval_split="eval", num_threads=1, prefetch=2))
     c.data.tinyworld_examples = 512  # what the recipe renders
+    c.data.calibration_videos = 32  # training videos whose latent statistics the recipe calibrates the VAE to
     if variant == "smoke":  # the smallest geometry the tiny world renders, a 4-wide VAE: through the driver fast
         c.video.update(dict(height=64, width=64, num_frames=9))
         c.vae.update(dict(encoder_dim=4, decoder_dim=4))
@@ -46,4 +46,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.optim.update(dict(warmup_steps=0, schedule="constant"))
         c.checkpoint.update(dict(every=2, keep_every=0))
         c.data.tinyworld_examples = 32  # eval: 4 records, one evaluation batch
+        c.data.calibration_videos = 2
     return c

@@ -90,7 +90,7 @@ def model_card(card: dict, size: int) -> str:
 
     r, m = card["recipe"], card["metrics"]
     v, b = load_config(card["configs"]["vae"]), load_config(card["configs"]["base"])
-    wall = {k: v.get("wall_s") for k, v in r.items()}
+    wall = {step: entry.get("wall_s") for step, entry in r.items()}
     lines = [
         "# The tiny world's models", "",
         f"Trained on this project's 2-core CPU by `python -m fc_jax.tinyworld recipe` (configs "

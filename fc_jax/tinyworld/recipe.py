@@ -7,7 +7,7 @@ Steps, each skipped when its output is complete (a stopped run resumes where it 
    of the `tinyworld_vae` config's geometry, an eighth as many eval and held-out ones.
 1. `vae`: the `vae` stage (`tinyworld_vae` config) on them in WORKDIR/vae, its EMA parameters exported to
    WORKDIR/vae_raw_params, then calibrated into WORKDIR/vae_params: the per-channel mean and std of its latents
-   over `CALIBRATION_VIDEOS` training videos folded into its 1x1 quant convs so that its latents take the Wan
+   over `data.calibration_videos` training videos folded into its 1x1 quant convs so that its latents take the Wan
    statistics `normalize_latents` divides by (zero-mean, unit-variance normalised latents, as flow matching
    assumes; reconstructions unchanged, `fc_jax.models.vae.match_latent_statistics`).
 2. `text`: the word-level tokenizer (WORKDIR/text/tokenizer.json) and the frozen, seeded, random tiny umT5
@@ -33,7 +33,6 @@ import numpy as np
 STEPS = ("data", "vae", "text", "latents", "base")
 LATENT_SPLITS = ("train", "eval")  # the bench renders the held-out split itself
 TEXT_SEED = 0  # the tiny umT5's random initialisation (frozen: never trained)
-CALIBRATION_VIDEOS = 32  # training videos whose latent statistics calibrate the VAE
 
 
 def config_name(stage: str, variant: str = "") -> str:
@@ -41,12 +40,12 @@ def config_name(stage: str, variant: str = "") -> str:
     return f"tinyworld_{stage}" + (f":{variant}" if variant else "")
 
 
-def vae_config(workdir: str = "", variant: str = ""):
+def vae_config(workdir: str, variant: str = ""):
     """The recipe's `vae` stage config (`variant` "smoke": the suite's few-step run), reading WORKDIR/data."""
     from fc_jax.config import load_config
 
     config = load_config(config_name("vae", variant))
-    config.data.data_dir = os.path.join(workdir, "data") if workdir else ""
+    config.data.data_dir = os.path.join(workdir, "data")
     return config
 
 
@@ -62,8 +61,9 @@ def base_config(workdir: str, variant: str = ""):
 def paths(workdir: str) -> dict[str, str]:
     """Where each output lives under WORKDIR."""
     j = lambda *p: os.path.join(workdir, *p)
-    return {"vae_run": j("vae"), "vae_raw_params": j("vae_raw_params"), "vae_params": j("vae_params"), "triplets": j("data"),
-            "tokenizer": j("text", "tokenizer.json"), "umt5": j("text", "umt5"), "latents": j("latents"),
+    return {"vae_run": j("vae"), "vae_raw_params": j("vae_raw_params"), "vae_params": j("vae_params"),
+            "triplets": j("data"), "tokenizer": j("text", "tokenizer.json"), "umt5": j("text", "umt5"),
+            "latents": j("latents"),
             "base_run": j("base"), "base_params": j("base_params"), "log": j("recipe.json")}
 
 
@@ -123,7 +123,7 @@ def step_vae(workdir: str, variant: str) -> dict:
 
     p, config = paths(workdir), vae_config(workdir, variant)
     summary = _train_and_export(config, p["vae_run"], p["vae_raw_params"])
-    count = CALIBRATION_VIDEOS if not variant else 2
+    count = int(config.data.calibration_videos)
     if not os.path.exists(p["vae_params"]):
         raw = load_params(os.path.abspath(p["vae_raw_params"]))
         mean, std = latent_statistics(raw, config, count)

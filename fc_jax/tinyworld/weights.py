@@ -1,6 +1,7 @@
 """The tiny world's trained weights, shipped as package data (`fc_jax/tinyworld/weights/`), and their reading.
 
-Layout of a weights folder (the shipped one, or one written by `write_weights` from a recipe's workdir):
+Layout of a weights folder (the shipped one, or one written by `python -m fc_jax.tinyworld ship` from a recipe's
+workdir):
 - `vae.safetensors`, `base.safetensors`, `umt5.safetensors`: parameter trees, one tensor per leaf named by its
   path joined with "/" (e.g. `encoder/conv_in/kernel`), in the dtype they were written in (read back as fp32);
 - `tokenizer.json`: the word-level tokenizer (`fc_jax.tinyworld.text`);
@@ -60,7 +61,7 @@ def load_tree(path: str) -> dict:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no tiny-world weights at {path}: train them with `python -m fc_jax.tinyworld "
-                                f"recipe` and write them with `write_weights`")
+                                f"recipe` and write them with `python -m fc_jax.tinyworld ship`")
     return unflatten({k: v.astype(np.float32) for k, v in load_file(path).items()})
 
 

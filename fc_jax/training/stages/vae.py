@@ -49,19 +49,6 @@ def psnr_db(params, video_u8) -> jax.Array:
     return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
 
 
-def start_logvar(params, logvar: float):
-    """`params` with the posterior's log-variance starting at `logvar` (the `quant_conv` bias of its channels;
-    its kernel scaled down 100x): a fresh VAE otherwise samples its latents with noise of std 1 and its decoder
-    learns to blur; a trained Wan VAE's posterior is narrow."""
-    if logvar == 0.0:
-        return params
-    q = dict(params["quant_conv"])
-    z = q["bias"].shape[0] // 2
-    q["bias"] = q["bias"].at[z:].set(logvar)
-    q["kernel"] = q["kernel"].at[..., z:].multiply(0.01)
-    return {**params, "quant_conv": q}
-
-
 def open_triplet_data(config):
     """The `FashionTriplets` builder at `config.data.data_dir` (curation's output, or a tiny-world data set)."""
     from fc_jax.data import triplets
@@ -107,8 +94,7 @@ class VAE(SingleNetworkStage):
 
             params = load_params(config.train.init_from, setup.abstract.params)
         else:
-            params = start_logvar(vae.init_params(config, jax.random.key(config.train.seed)),
-                                  float(config.vae_train.get("init_logvar", 0.0)))
+            params = vae.init_params(config, jax.random.key(config.train.seed))
         init = lambda p: fresh_state(p, tx, config.train.seed, self._use_ema(config))
         return jax.jit(init, out_shardings=setup.shardings)(params)
 
