@@ -29,9 +29,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.umt5.update(dict(vocab_size=128, d_model=64, num_heads=4, d_kv=16, d_ff=128, num_layers=2, text_len=80))
     c.model.update(dict(dim=128, ffn_dim=384, num_heads=4, num_layers=4, text_dim=64, text_len=80))
     c.sampling.update(dict(shift=3.0, teacher_steps=20, guidance_scale=3.0, negative_prompt=""))
-    c.optim.update(dict(lr=1e-3, warmup_steps=100, schedule="cosine", decay_steps=1600, decay_factor=0.05,
+    c.optim.update(dict(lr=1e-3, warmup_steps=100, schedule="cosine", decay_steps=2000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
-    c.train.update(dict(steps=1600, global_batch=8, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
+    c.train.update(dict(steps=2000, global_batch=8, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
                         eval_every=250, eval_batches=2, text_drop_prob=0.1, dynamic_caption_prob=0.0))
     c.checkpoint.update(dict(every=100, keep_last=2, keep_every=1000))
     c.data.update(dict(synthetic=False, data_dir="", eval_split="eval", num_threads=1, prefetch=4))

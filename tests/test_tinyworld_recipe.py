@@ -63,5 +63,9 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     out = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--vae_samples=1",
                            "--base_samples=2", "--nostep_time"], env).stdout.strip().splitlines()[-1])
     assert out["vae_samples"] == 1 and 0 < out["vae_psnr_db"] < 60 and np.isfinite(out["vae_psnr_db_min"])
+    # one video: its MSE is the pixel-weighted mean of the figure's and the background's, so its PSNR lies between
+    parts = sorted([out["vae_psnr_db_figure"], out["vae_psnr_db_background"]])
+    assert parts[0] - 1e-3 <= out["vae_psnr_db"] <= parts[1] + 1e-3
     assert out["base_samples"] == 2 and 0 <= out["base_motion_accuracy"] <= 1
+    assert 0 <= out["base_motion_accuracy_vae_ceiling"] <= 1
     assert out["recipe_wall_s"] == {k: v["wall_s"] for k, v in card["recipe"].items()}
