@@ -1,6 +1,6 @@
 """The base model's TI2V sampler (text + first frame -> video): UniPC over N steps with classifier-free guidance
 on the text, the clean first-frame latent re-inserted after every step as upstream's image-to-video does.
-The conditional and unconditional passes run as one batch of 2B.
+The conditional and unconditional passes run as one batch of 2B (`fc_jax.sampling.guidance`).
 """
 
 from __future__ import annotations
@@ -11,19 +11,15 @@ import jax
 import jax.numpy as jnp
 
 from fc_jax.models import dit
+from fc_jax.sampling.guidance import text_guided_flow
 from fc_jax.sampling.unipc import UniPCState, unipc_schedule, unipc_step
 
 
 def guided_ti2v_flow(model, params, first, x, t, context, negative_context, guidance_scale: float):
-    """v = v_uncond + g·(v_cond − v_uncond), the unconditional pass with `negative_context` as the text."""
-    b = x.shape[0]
-    if guidance_scale == 1.0:
-        return dit.ti2v_forward(model, params, first, x, jnp.full((b,), t), context)
-    double = lambda a: jnp.concatenate([a, a], axis=0)
-    v = dit.ti2v_forward(model, params, double(first), double(x), jnp.full((2 * b,), t),
-                         jnp.concatenate([context, negative_context], axis=0))
-    v_cond, v_uncond = v[:b], v[b:]
-    return v_uncond + guidance_scale * (v_cond - v_uncond)
+    """v = v_uncond + g·(v_cond − v_uncond), the unconditional pass with `negative_context` as the text (the first
+    frame kept)."""
+    forward = lambda *a: dit.ti2v_forward(model, params, *a)
+    return text_guided_flow(forward, (first,), x, t, context, negative_context, guidance_scale)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_steps", "shift", "guidance_scale", "sigma_grid"))

@@ -12,22 +12,15 @@ import jax
 import jax.numpy as jnp
 
 from fc_jax.models import dit
+from fc_jax.sampling.guidance import text_guided_flow
 from fc_jax.sampling.unipc import UniPCState, unipc_schedule, unipc_step
 
 
 def guided_flow(model, params, reference, garment, x, t, context, negative_context, guidance_scale: float):
     """v = v_uncond + g·(v_cond − v_uncond), the unconditional pass with `negative_context` in place of the text
     (reference and garment kept)."""
-    b = x.shape[0]
-    if guidance_scale == 1.0:
-        return dit.in_context_forward(model, params, reference, garment, x, jnp.full((b,), t), context)
-    double = lambda a: jnp.concatenate([a, a], axis=0)
-    v = dit.in_context_forward(
-        model, params, double(reference), double(garment), double(x), jnp.full((2 * b,), t),
-        jnp.concatenate([context, negative_context], axis=0),
-    )
-    v_cond, v_uncond = v[:b], v[b:]
-    return v_uncond + guidance_scale * (v_cond - v_uncond)
+    forward = lambda *a: dit.in_context_forward(model, params, *a)
+    return text_guided_flow(forward, (reference, garment), x, t, context, negative_context, guidance_scale)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_steps", "shift", "guidance_scale", "sigma_grid"))
