@@ -56,6 +56,17 @@ def test_switch_frames_map_to_the_next_chunk_boundary():
         switch_chunks({10: "a", 12: "b"}, 45)
 
 
+def test_each_committed_chunk_draws_its_own_noise(parts):
+    # the second chunk's noise is the same whether the first was decoded (next_chunk) or not (next_latents)
+    decoded_first = _session(parts)
+    decoded_first.next_chunk()
+    latents_only = _session(parts)
+    first = latents_only.next_latents()
+    second = latents_only.next_latents()
+    np.testing.assert_allclose(second, decoded_first.next_latents(), atol=1e-5)
+    assert not np.allclose(first, second, atol=1e-3)
+
+
 def test_streamed_frames_equal_decoding_the_committed_latents_whole(parts):
     s = _session(parts)
     frames, latents = [], []

@@ -79,7 +79,8 @@ class StreamingSession:
         self._cache = None
         self._vae_cache = None
         self._last_frame = None  # [1, H, W, 3] in [-1, 1]
-        self.chunks_made = 0
+        self.chunks_made = 0  # chunks decoded (next_chunk)
+        self._chunks_denoised = 0  # chunks committed to the cache (next_latents): chunk k's noise is key k's
         self.frames_made = 0
         self.position_shifts = 0  # times the cache was moved back along the RoPE frame axis
 
@@ -104,7 +105,7 @@ class StreamingSession:
         self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, context)
         self.context = context
         self._vae_cache = vae.init_decode_cache(self.config, 1, self.latent_h, self.latent_w)
-        self._last_frame, self.chunks_made, self.frames_made = None, 0, 0
+        self._last_frame, self.chunks_made, self._chunks_denoised, self.frames_made = None, 0, 0, 0
 
     def _require_started(self, what: str) -> None:
         if self._cache is None:
@@ -125,8 +126,9 @@ class StreamingSession:
         """Denoise and commit the next chunk; its clean latents [1, chunk_frames, h, w, 48]."""
         self._require_started("next_chunk()")
         self._keep_positions_in_table()
-        key = jax.random.fold_in(self._key, self.chunks_made)
+        key = jax.random.fold_in(self._key, self._chunks_denoised)
         x0, self._cache = self._chunk(self.dit_params, self._cache, key, self.timesteps, self.sigmas)
+        self._chunks_denoised += 1
         return x0
 
     def next_chunk(self) -> np.ndarray:
