@@ -136,7 +136,8 @@ def clip_size(config) -> tuple[int, int]:
 def clip_batches(config, builder, host_batch: int, process_index: int, process_count: int):
     """(training batches of `config.vae_train.clip_frames`-frame clips per host, cut to `vae_train.crop` windows
     where set: an endless, shuffled grain pipeline; its bad-record filter; fixed evaluation batches: the first
-    clip of the first eval records, whole frames)."""
+    eval records' whole videos, all frames at full size: what a video's encode and decode must get right, chunks
+    beyond the training clips included)."""
     data, v = config.data, config.video
     frames = int(config.vae_train.clip_frames)
     if (frames - 1) % 4 or frames > v.num_frames:
@@ -155,8 +156,8 @@ def clip_batches(config, builder, host_batch: int, process_index: int, process_c
     train = train.to_iter_dataset(options).filter(skip).batch(host_batch, drop_remainder=True)
     eval_batches = []
     if config.train.eval_every > 0 and config.train.eval_batches > 0:
-        first = lambda ex: {"video": ex["video"][:frames], "id": ex["id"]}
+        whole = lambda ex: {"video": ex["video"], "id": ex["id"]}
         ev = source(data.eval_split or data.split).map(check).to_iter_dataset(options)
-        ev = ev.filter(SkipBadRecords(data.on_bad_record)).map(first).batch(host_batch, drop_remainder=True)
+        ev = ev.filter(SkipBadRecords(data.on_bad_record)).map(whole).batch(host_batch, drop_remainder=True)
         eval_batches = take_batches(ev, int(config.train.eval_batches))
     return train, skip, eval_batches

@@ -5,9 +5,10 @@ Per clip x [B, F, H, W, 3] (uint8 -> [-1, 1]): the encoder's posterior (mu, log 
 z = mu + σ·ε, the unclipped decode x̂ of z (encoder and decoder each run the clip in one pass: the streaming
 values, faster to differentiate); loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
 `vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). Evaluation: the loss at a fixed key (`eval/loss`) and the
-PSNR of the clipped posterior-mean reconstruction against the clip on fixed eval clips (`eval/psnr_db`).
+PSNR of the clipped posterior-mean reconstruction on fixed eval videos (`eval/psnr_db`).
 Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame clips of triplet videos, cut to
-random `vae_train.crop` windows when it is set; evaluation on whole frames).
+random `vae_train.crop` windows when it is set; evaluation on whole videos, every frame at full size: later
+chunks drift when training clips are short, and only whole videos show it).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class VAE(SingleNetworkStage):
 
     def eval_hooks(self, setup, data: StageData):
         """`eval/loss` (the stage's) and `eval/psnr_db` of the EMA parameters where there are some, else the
-        parameters, on the fixed evaluation clips."""
+        parameters, on the fixed evaluation videos."""
         hooks = super().eval_hooks(setup, data)
         if not data.eval_batches:
             return hooks
