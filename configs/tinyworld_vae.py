@@ -27,9 +27,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.vae.update(dict(encoder_dim=16, decoder_dim=16, encoder_res_blocks=1, decoder_res_blocks=1,
                       param_dtype="float32", dtype="float32"))
     # Clips of 9 frames (3 latent frames: the first-frame rule, then a chunk after a chunk, as every later chunk of
-    # a 45-frame video is; 5-frame clips left later chunks untrained) in random 64 x 64 windows
-    # (the VAE is convolutional; evaluation runs whole 160 x 128 frames), L1 + MSE, and a KL weight small enough
-    # to keep the latents informative (Wan's VAE uses 3e-6 beside its GAN and LPIPS terms).
+    # a 45-frame video is; 5-frame clips left later chunks untrained) in random 64 x 64 windows (the VAE is
+    # convolutional; evaluation runs whole 45-frame 160 x 128 videos), L1 + MSE, and a KL weight small enough to
+    # keep the latents informative (Wan's VAE uses 3e-6 beside its GAN and LPIPS terms).
     c.vae_train = ml_collections.ConfigDict(dict(clip_frames=9, crop=(64, 64), kl_weight=1e-6, mse_weight=1.0))
     c.optim.update(dict(lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1200, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))

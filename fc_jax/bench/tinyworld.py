@@ -10,8 +10,9 @@ Prints one JSON object:
 - with `base`: `base_motion_accuracy` (0-1: fraction of held-out samples whose generated video moves as the
   caption says, `motion/direction_ok` of `fc_jax.tinyworld.metrics`: TI2V from the first frame and the full
   caption, the config's UniPC steps and guidance, decoded by the tiny VAE; a figure that never moves scores
-  the share of in-place captions), `base_motion_accuracy_vae_ceiling` (the same score of the ground-truth videos
-  encoded and decoded by the tiny VAE: what perfect latents would score), `base_walk_direction_accuracy` (the walks alone: left / right as said),
+  the share of in-place captions), `base_motion_accuracy_vae_ceiling` (the same score of the ground-truth
+  videos encoded and decoded by the tiny VAE: what perfect latents would score), `base_walk_direction_accuracy`
+  (the walks alone: left / right as said),
   `base_motion_alignment` (mean `motion_alignment`), per-motion accuracy, `base_samples`, `base_params`,
   `base_step_s` (as `vae_step_s`);
 - `recipe_wall_s`: the wall time of each recipe step, from the weights' `card.json` where it has one.
@@ -69,7 +70,6 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
 
 def vae_figures(weights: str | None, samples: int) -> dict:
     """PSNR of encode + decode on held-out videos."""
-    from fc_jax.models import vae
     from fc_jax.tinyworld.weights import configs, load_part
 
     config = configs(weights)["vae"]
@@ -94,8 +94,9 @@ def reconstruct(vae_params, video_u8: np.ndarray) -> np.ndarray:
     return to_uint8(vae.decode(vae_params, vae.encode_video(vae_params, to_model_range(video_u8[None])))[0])
 
 
-def base_videos(config, weights: str | None, samples, seed: int):
-    """TI2V samples of the base model: for each (spec, render), the decoded uint8 video [F, H, W, 3]."""
+def base_videos(config, weights: str | None, vae_params, samples, seed: int):
+    """TI2V samples of the base model: for each (spec, render), the uint8 video [F, H, W, 3] decoded by
+    `vae_params`."""
     from fc_jax.models import dit, vae
     from fc_jax.sampling.base import sample_ti2v
     from fc_jax.text import EmbeddingCache
@@ -104,7 +105,6 @@ def base_videos(config, weights: str | None, samples, seed: int):
 
     model = dit.build_model(config)
     params = jax.tree.map(jnp.asarray, load_part("base", weights))
-    vae_params = jax.tree.map(jnp.asarray, load_part("vae", weights))
     texts = EmbeddingCache(config.umt5.text_len, text_encoder(config, weights))
     negative, _ = texts([config.sampling.negative_prompt])
     v = config.video
@@ -137,9 +137,10 @@ def base_figures(weights: str | None, samples: int, seed: int, frames_dir: str |
     config = configs(weights)["base"]
     vae_params = jax.tree.map(jnp.asarray, load_part("vae", weights))
     ok, ceiling, align, per_motion = [], [], [], {}
-    for spec, sample, video in base_videos(config, weights, heldout_samples(samples, config), seed):
+    for spec, sample, video in base_videos(config, weights, vae_params, heldout_samples(samples, config), seed):
         m = motion_metrics(video, spec, ground_truth=sample)
-        ceiling.append(motion_metrics(reconstruct(vae_params, sample.video), spec, ground_truth=sample)["direction_ok"])
+        reconstructed = reconstruct(vae_params, sample.video)
+        ceiling.append(motion_metrics(reconstructed, spec, ground_truth=sample)["direction_ok"])
         if frames_dir:
             os.makedirs(frames_dir, exist_ok=True)
             save_strip(os.path.join(frames_dir, f"base_{spec.seed}_{spec.motion.kind}.png"), sample.video, video)
