@@ -136,6 +136,26 @@ def test_encode_image_is_a_one_frame_video(reference, params):
     _close(image_latents, reference["encoded"][:, :1], 1e-4)  # frame 0 is its own (causal) latent frame
 
 
+@pytest.mark.parametrize("kernel_size, strides, padding", [
+    ((3, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1))),  # CausalConv3d (time history concatenated before)
+    ((3, 1, 1), (2, 1, 1), ((0, 0), (0, 0), (0, 0))),  # StridedTimeConv
+    ((1, 1, 1), (1, 1, 1), ((0, 0), (0, 0), (0, 0))),  # quant convs, shortcuts
+    ((2, 3, 3), (2, 2, 1), ((1, 2), (0, 1), (1, 1))),  # time padding and strides in every axis
+])
+def test_conv3d_by_time_taps_equals_a_3d_convolution(kernel_size, strides, padding):
+    """The CPU path of the VAE's 3-d convolutions (per-frame 2-d convolutions summed over time taps) computes
+    XLA's 3-d convolution."""
+    kx, kk, kb = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (2, 9, 10, 7, 5))
+    kernel = jax.random.normal(kk, (*kernel_size, 5, 6))
+    bias = jax.random.normal(kb, (6,))
+    expected = jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                            dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + bias
+    found = vae._conv3d_by_time_taps(x, kernel, bias, strides, padding)
+    assert found.shape == expected.shape
+    np.testing.assert_allclose(np.asarray(found), np.asarray(expected), rtol=1e-5, atol=1e-4)
+
+
 def test_posterior_sample():
     mu = np.full((4096,), 0.5, np.float32)
     logvar = np.full((4096,), np.log(0.25), np.float32)  # std 0.5

@@ -202,16 +202,36 @@ def _conv_params(module: nn.Module, kernel_size: tuple[int, ...], in_features: i
 
 def _conv(x: Array, kernel: Array, bias: Array, strides: tuple[int, ...] | None = None,
           padding: tuple[tuple[int, int], ...] | None = None) -> Array:
-    """N-d convolution of channels-last `x` (kernel [*k, Cin, Cout]) with explicit (PyTorch-style) padding."""
+    """N-d convolution of channels-last `x` (kernel [*k, Cin, Cout]) with explicit (PyTorch-style) padding.
+
+    On the CPU a 3-d convolution runs as `_conv3d_by_time_taps` (the same values, several times faster there)."""
     nd = kernel.ndim - 2
+    strides, padding = strides or (1,) * nd, padding or ((0, 0),) * nd
+    if nd == 3 and jax.default_backend() == "cpu":
+        return _conv3d_by_time_taps(x, kernel, bias, strides, padding)
     spatial = "DHW"[3 - nd :]
-    y = lax.conv_general_dilated(
-        x,
-        kernel.astype(x.dtype),
-        window_strides=strides or (1,) * nd,
-        padding=padding or ((0, 0),) * nd,
-        dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"),
-    )
+    y = lax.conv_general_dilated(x, kernel.astype(x.dtype), window_strides=strides, padding=padding,
+                                 dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    return y + bias.astype(x.dtype)
+
+
+def _conv3d_by_time_taps(x: Array, kernel: Array, bias: Array, strides: tuple[int, ...],
+                         padding: tuple[tuple[int, int], ...]) -> Array:
+    """A 3-d convolution [B, T, H, W, Cin] (kernel [kt, kh, kw, Cin, Cout]) as the sum over its kt time taps of
+    per-frame 2-d convolutions: tap i sees frames i, i + s, i + 2s, ... (s the time stride). XLA's CPU backend
+    has a fast 2-d convolution and a slow 3-d one: 2-4x less time for the VAE's layers, forward and backward."""
+    (pad_before, pad_after), stride = padding[0], strides[0]
+    if pad_before or pad_after:
+        x = jnp.pad(x, ((0, 0), (pad_before, pad_after), (0, 0), (0, 0), (0, 0)))
+    taps = kernel.shape[0]
+    frames_out = (x.shape[1] - taps) // stride + 1
+    y = None
+    for i in range(taps):
+        frames = x[:, i : i + stride * (frames_out - 1) + 1 : stride]
+        tap = _per_frame(lambda f: lax.conv_general_dilated(
+            f, kernel[i].astype(x.dtype), window_strides=strides[1:], padding=padding[1:],
+            dimension_numbers=("NHWC", "HWIO", "NHWC")), frames)
+        y = tap if y is None else y + tap
     return y + bias.astype(x.dtype)
 
 
