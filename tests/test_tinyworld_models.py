@@ -45,12 +45,12 @@ def test_random_clip_windows_and_clip_size_errors():
         seen.add(hits[0])
     assert len(seen) > 5  # windows are drawn, not fixed
     config = load_config("tinyworld_vae:smoke")
-    assert clip_size(config) == (32, 48)
+    assert clip_size(config, config.vae_train) == (32, 48)
     config.vae_train.crop = (40, 48)
     with pytest.raises(ValueError, match="multiples of 16"):
-        clip_size(config)
+        clip_size(config, config.vae_train)
     config.vae_train.crop = None
-    assert clip_size(config) == (config.video.height, config.video.width)
+    assert clip_size(config, config.vae_train) == (config.video.height, config.video.width)
 
 
 def test_tokenizer_covers_every_caption(tmp_path):

@@ -119,29 +119,29 @@ class RandomClip(grain.transforms.RandomMap):
         return {"video": video, "id": example["id"]}
 
 
-def clip_size(config) -> tuple[int, int]:
-    """(height, width) of the VAE stage's training clips: `vae_train.crop` when set (a multiple of 16 within the
-    frame), else the whole frame."""
+def clip_size(config, clips) -> tuple[int, int]:
+    """(height, width) of training clips of `config`'s videos: `clips.crop` (a section with `clip_frames` and
+    `crop`, e.g. `config.vae_train`) when set (a multiple of 16 within the frame), else the whole frame."""
     v = config.video
-    crop = config.vae_train.get("crop", None)
+    crop = clips.get("crop", None)
     if not crop:
         return int(v.height), int(v.width)
     h, w = (int(c) for c in crop)
     if h % 16 or w % 16 or not (0 < h <= v.height and 0 < w <= v.width):
-        raise ValueError(f"config.vae_train.crop {tuple(crop)}: expected (height, width), multiples of 16 within "
+        raise ValueError(f"crop {tuple(crop)}: expected (height, width), multiples of 16 within "
                          f"the {v.height}x{v.width} frames")
     return h, w
 
 
-def clip_batches(config, builder, host_batch: int, process_index: int, process_count: int):
-    """(training batches of `config.vae_train.clip_frames`-frame clips per host, cut to `vae_train.crop` windows
-    where set: an endless, shuffled grain pipeline; its bad-record filter; fixed evaluation batches: the first
+def clip_batches(config, clips, builder, host_batch: int, process_index: int, process_count: int):
+    """(training batches of `clips.clip_frames`-frame clips per host (`clips`: a config section such as
+    `config.vae_train`), cut to `clips.crop` windows where set: an endless, shuffled grain pipeline; its bad-record filter; fixed evaluation batches: the first
     eval records' whole videos, all frames at full size: what a video's encode and decode must get right, chunks
     beyond the training clips included)."""
     data, v = config.data, config.video
-    frames = int(config.vae_train.clip_frames)
+    frames = int(clips.clip_frames)
     if (frames - 1) % 4 or frames > v.num_frames:
-        raise ValueError(f"config.vae_train.clip_frames {frames}: must be 4k+1 and at most the videos' "
+        raise ValueError(f"clip_frames {frames}: must be 4k+1 and at most the videos' "
                          f"{v.num_frames} frames")
     check = lambda ex: check_triplet_record(ex, v.num_frames, v.height, v.width)
     skip = SkipBadRecords(data.on_bad_record)
@@ -151,7 +151,7 @@ def clip_batches(config, builder, host_batch: int, process_index: int, process_c
         return grain.MapDataset.source(RecordSource(builder, split)).slice(slice(process_index, None, process_count))
 
     train = source(data.split).shuffle(seed=config.train.seed) if data.shuffle else source(data.split)
-    crop = clip_size(config) if config.vae_train.get("crop", None) else None
+    crop = clip_size(config, clips) if clips.get("crop", None) else None
     train = train.repeat(None).map(check).random_map(RandomClip(frames, crop), seed=config.train.seed)
     train = train.to_iter_dataset(options).filter(skip).batch(host_batch, drop_remainder=True)
     eval_batches = []

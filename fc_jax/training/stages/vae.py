@@ -71,7 +71,7 @@ class VAE(SingleNetworkStage):
     def tokens_per_sample(self, config) -> int:
         """Latent positions of one training clip."""
         frames = (int(config.vae_train.clip_frames) - 1) // 4 + 1
-        height, width = sources.clip_size(config)
+        height, width = sources.clip_size(config, config.vae_train)
         return frames * (height // 16) * (width // 16)
 
     def loss(self, model, config, params, batch, key) -> jax.Array:
@@ -101,12 +101,12 @@ class VAE(SingleNetworkStage):
 
     def open_data(self, setup, workdir: str) -> StageData:
         builder = open_triplet_data(setup.config)
-        train, skipped, eval_batches = sources.clip_batches(setup.config, builder, setup.host_rows,
-                                                            jax.process_index(), jax.process_count())
+        train, skipped, eval_batches = sources.clip_batches(setup.config, setup.config.vae_train, builder,
+                                                            setup.host_rows, jax.process_index(), jax.process_count())
         return StageData(iter(train), skipped, eval_batches)
 
     def abstract_batch(self, setup) -> dict:
-        height, width = sources.clip_size(setup.config)
+        height, width = sources.clip_size(setup.config, setup.config.vae_train)
         shape = (setup.accum, setup.micro, int(setup.config.vae_train.clip_frames), height, width, 3)
         return {"video": jax.ShapeDtypeStruct(shape, np.uint8, sharding=setup.batch_shardings["video"])}
 

@@ -1,0 +1,37 @@
+"""The tiny world's light streaming decoder (issue "a light streaming decoder"): `fc_jax.models.light_decoder`
+distilled from the tiny-world VAE's decoder by the `light_decoder` stage (fc_jax.training.stages.light_decoder),
+on this 2-core CPU.
+
+    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld --steps=data,vae,light_decoder
+    python -m fc_jax.train --config=tinyworld_light_decoder --workdir=runs/tinyworld/light_decoder \
+        --config.data.data_dir=runs/tinyworld/data --config.light_decoder_train.teacher=runs/tinyworld/vae_params
+
+`:smoke` is the suite's few-step variant (the smoke VAE's geometry).
+"""
+
+import ml_collections
+
+from fc_jax.configs import tinyworld_vae
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in ("", "smoke"):
+        raise ValueError(f"unknown variant {variant!r} of tinyworld_light_decoder; expected '' or 'smoke'")
+    c = tinyworld_vae.get_config(variant)
+    c.name = "tinyworld_light_decoder" + ("_smoke" if variant else "")
+    c.stage = "light_decoder"
+    # 64 channels through 3 memory blocks at the latent resolution, then 48 / 32 / 24 at x2 / x4 / x8 and a
+    # depth-to-space: 0.43 M parameters, 9 GFLOP per 1280x704 frame (the 5B's VAE decoder: 16.5 TFLOP).
+    c.light_decoder = ml_collections.ConfigDict(dict(width=64, blocks=3, up_widths=(48, 32, 24), dtype="float32"))
+    # Whole 45-frame clips in 64 x 64 windows, as the VAE trains; the teacher's frames are the main target, the
+    # real frames a small pull towards the truth where the teacher is wrong.
+    c.light_decoder_train = ml_collections.ConfigDict(dict(
+        teacher="", clip_frames=int(c.vae_train.clip_frames), crop=tuple(c.vae_train.crop), real_weight=0.1,
+        mse_weight=1.0))
+    c.optim.update(dict(lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1000, decay_factor=0.05))
+    c.train.update(dict(steps=1000, global_batch=4))
+    if variant == "smoke":
+        c.light_decoder.update(dict(width=8, blocks=1, up_widths=(8, 8, 8)))
+        c.optim.update(dict(warmup_steps=0, schedule="constant"))
+        c.train.update(dict(steps=4, global_batch=4))
+    return c

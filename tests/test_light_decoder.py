@@ -1,0 +1,110 @@
+"""The light streaming decoder: streaming equals the whole sequence, two compiles, the VAE's frame rule, named
+errors for bad latents and states."""
+
+import json
+
+import einops
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from fc_jax.models import light_decoder as ld
+
+CFG = ml_collections.ConfigDict(dict(light_decoder=dict(width=16, blocks=2, up_widths=(12, 8, 8), dtype="float32")))
+B, H, W = 2, 2, 3
+
+
+@pytest.fixture(scope="module")
+def params():
+    p = ld.init_params(CFG, jax.random.key(0))
+    # Random biases too (zeros at init would hide a wrong memory or frame order in the first chunk).
+    leaves, treedef = jax.tree.flatten(p)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    return jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def test_depth_to_space_matches_einops():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5, 2 * 2 * 3))
+    expected = einops.rearrange(np.asarray(x), "b t h w (ph pw c) -> b t (h ph) (w pw) c", ph=2, pw=2)
+    np.testing.assert_array_equal(np.asarray(ld.depth_to_space(x, 2)), expected)
+
+
+def test_frame_rule_and_range(params):
+    z = jax.random.normal(jax.random.key(2), (B, 3, H, W, 48))
+    frames = ld.decode(params, z)
+    assert frames.shape == (B, 1 + 4 * 2, 16 * H, 16 * W, 3)
+    assert float(jnp.max(jnp.abs(frames))) <= 1.0
+
+
+def test_streaming_equals_whole_with_two_compiles(params):
+    """Chunks of 1, 2, 2 and 1 latent frames decode to the frames of the whole 6-frame sequence, and the
+    later chunks of any length of one compile ... per length: first (1) and later (2) here, plus the later 1."""
+    z = jax.random.normal(jax.random.key(3), (B, 6, H, W, 48))
+    whole = np.asarray(ld.decode(params, z))
+    before = ld._decode_chunk_jit._cache_size()
+    state = ld.init_state(params, B, H, W)
+    parts = []
+    for a, b in [(0, 1), (1, 3), (3, 5)]:
+        frames, state = ld.decode_chunk(params, state, z[:, a:b])
+        parts.append(np.asarray(frames))
+    assert ld._decode_chunk_jit._cache_size() - before == 2  # the first chunk, and every later 2-frame chunk
+    frames, state = ld.decode_chunk(params, state, z[:, 5:])
+    parts.append(np.asarray(frames))
+    assert [p.shape[1] for p in parts] == [1, 8, 8, 4]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=1e-5)
+
+
+def test_the_memory_carries_the_past(params):
+    """A later chunk's frames depend on the chunk before it (the memory is used, not zeros)."""
+    z = jax.random.normal(jax.random.key(4), (B, 3, H, W, 48))
+    other = z.at[:, 1].set(-z[:, 1])
+    a, b = np.asarray(ld.decode(params, z)), np.asarray(ld.decode(params, other))
+    assert np.abs(a[:, 9 - 4 :] - b[:, 9 - 4 :]).max() > 1e-3  # the last latent frame's 4 frames differ
+
+
+def test_bad_latents_and_states_are_named(params):
+    state = ld.init_state(params, B, H, W)
+    with pytest.raises(ValueError, match=r"expected latents \[B, f, h, w, 48\], found shape \(2, 1, 2, 3, 16\)"):
+        ld.decode_chunk(params, state, jnp.zeros((B, 1, H, W, 16)))
+    with pytest.raises(ValueError, match=r"expected latents .* found shape \(2, 2, 3, 48\)"):
+        ld.decode(params, jnp.zeros((B, H, W, 48)))
+    with pytest.raises(ValueError, match=r"at least one latent frame"):
+        ld.decode(params, jnp.zeros((B, 0, H, W, 48)))
+    with pytest.raises(ValueError, match=r"state was made for \(batch, h, w\) = \(2, 2, 3\)"):
+        ld.decode_chunk(params, state, jnp.zeros((B, 1, H + 1, W, 48)))
+    bad = ml_collections.ConfigDict(dict(light_decoder=dict(width=8, blocks=0, up_widths=(8, 8, 8), dtype="float32")))
+    with pytest.raises(ValueError, match="at least 1 memory block"):
+        ld.init_params(bad, jax.random.key(0))
+
+
+def test_stage_distils_through_the_driver(tmp_path):
+    """The `light_decoder` stage at smoke size: tiny-world clips, a VAE teacher from a parameter folder, four
+    steps through the one driver, its PSNRs against the teacher and the truth evaluated, an exportable decoder;
+    a missing teacher is named before any data is read."""
+    from fc_jax.config import load_config
+    from fc_jax.convert.common import save_params
+    from fc_jax.models import vae
+    from fc_jax.tinyworld.dataset import write_tinyworld
+    from fc_jax.training.driver import train
+    from fc_jax.training.export import read_parameters
+
+    config = load_config("tinyworld_light_decoder:smoke")
+    v = config.video
+    write_tinyworld(str(tmp_path / "data"), {"train": 8, "eval": 4}, height=v.height, width=v.width,
+                    num_frames=v.num_frames)
+    save_params(vae.init_params(config, jax.random.key(0)), str(tmp_path / "vae"))
+    config.data.data_dir = str(tmp_path / "data")
+    config.light_decoder_train.teacher = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="light_decoder_train.teacher .*missing.* expected a VAE parameter folder"):
+        train(config, str(tmp_path / "bad_run"))
+    config.light_decoder_train.teacher = str(tmp_path / "vae")
+    summary = train(config, str(tmp_path / "run"))
+    assert summary["step"] == 4 and np.isfinite(summary["last_metrics"]["loss"])
+    evals = [json.loads(line) for line in open(tmp_path / "run" / "eval.jsonl")]
+    assert [e["step"] for e in evals] == [0, 2, 4]
+    assert all(np.isfinite(e["eval/psnr_vs_full_db"]) and np.isfinite(e["eval/psnr_db"]) for e in evals)
+    params = read_parameters(str(tmp_path / "run" / "checkpoints"), 4, "ema_params")
+    frames = ld.decode(params, jnp.zeros((1, 2, 4, 4, 48)))
+    assert frames.shape == (1, 5, 64, 64, 3)
