@@ -21,6 +21,7 @@ early (Ctrl-C: exit status 130, SIGTERM: 143, or an error) the frames made so fa
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -53,6 +54,9 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer f
 _FRAMES = flags.DEFINE_integer("frames", 21, "video frames, 12k-3 (9, 21, 33, ..., 81, ...)", flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string("output", "out/video.mp4", "mp4 to write (24 fps)", flag_values=FLAGS)
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed", flag_values=FLAGS)
+_DECODER = flags.DEFINE_enum("decoder", "vae", ["vae", "light"], "latents to frames: the VAE's streaming decoder, "
+                             "or the light decoder (fc_jax.models.light_decoder; with --checkpoint, its "
+                             "light_decoder/ folder)", flag_values=FLAGS)
 _NO_REFRESH = flags.DEFINE_bool("no_refresh", False, "ablation: keep the old garment's K/V at a switch",
                                 flag_values=FLAGS)
 _NO_WITHDRAW = flags.DEFINE_bool("no_withdraw", False, "ablation: keep the history K/V at a switch",
@@ -98,6 +102,10 @@ def check_inputs(config) -> dict[int, str]:
         raise cli.UserError(f"--frames={frames}: {e}") from e
     if _CHECKPOINT.value and (_REFERENCE.value is None or _GARMENT.value is None):
         raise cli.UserError("--checkpoint needs --reference and --garment (the person's and the garment's images)")
+    if _DECODER.value == "light" and _CHECKPOINT.value and not os.path.isdir(
+            os.path.join(_CHECKPOINT.value, "light_decoder")):
+        raise cli.UserError(f"--decoder=light: --checkpoint={_CHECKPOINT.value} has no light_decoder/ folder (export "
+                            "one from a light_decoder training run with python -m fc_jax.export)")
     for flag, path in (("--reference", _REFERENCE.value), ("--garment", _GARMENT.value)):
         if path is not None:
             _check_image(flag, path)
@@ -179,6 +187,18 @@ def _load_weights(config, checkpoint: str | None, key):
     return dit_params, vae_params, jnp.asarray(embeddings), False
 
 
+def _light_decoder_params(checkpoint: str | None, key):
+    """The light decoder's parameters: CHECKPOINT/light_decoder/, or random ones of the default architecture."""
+    import jax
+
+    from fc_jax.convert.common import load_params
+    from fc_jax.models import light_decoder
+
+    if checkpoint is None:
+        return light_decoder.init_params(light_decoder.LightDecoderArch(), jax.random.fold_in(key, 4))
+    return load_params(os.path.abspath(os.path.join(checkpoint, "light_decoder")))
+
+
 def _stream(config, switches: dict[int, str]) -> dict:
     """Build the weights and the session, stream into the output; the JSON summary."""
     import jax
@@ -201,7 +221,11 @@ def _stream(config, switches: dict[int, str]) -> dict:
 
     options = SwitchOptions(not _NO_REFRESH.value, not _NO_WITHDRAW.value, not _NO_DISENTANGLE.value,
                             _KEEP.value, _REBASE.value)
-    session = StreamingSession(config, dit_params, vae_params, context, seed=_SEED.value, switch=options)
+    light = None
+    if _DECODER.value == "light":
+        light = _light_decoder_params(_CHECKPOINT.value, jax.random.key(_SEED.value))
+    session = StreamingSession(config, dit_params, vae_params, context, seed=_SEED.value, switch=options,
+                               decoder=_DECODER.value, light_decoder_params=light)
     start = time.perf_counter()
     session.start(reference, garment)
     print(f"streaming {_FRAMES.value} frames to {_OUTPUT.value} (the first chunk compiles the student's steps) ...",
@@ -222,7 +246,8 @@ def _stream(config, switches: dict[int, str]) -> dict:
         raise
     total = time.perf_counter() - start
     return {
-        "config": config.name, "random_weights": random_weights, "frames": writer.frames_written,
+        "config": config.name, "random_weights": random_weights, "decoder": _DECODER.value,
+        "frames": writer.frames_written,
         "size": [config.video.height, config.video.width], "switches": sorted(switches),
         "seconds": round(total, 2), "first_frame_seconds": round(first_frame_s, 2),
         "fps_including_compile": round(writer.frames_written / total, 2), "position_shifts": session.position_shifts,

@@ -5,15 +5,19 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from fc_jax import images
 from fc_jax.bench.common import CompileCounter
 from fc_jax.config import load_config
-from fc_jax.models import vae
+from fc_jax.models import light_decoder, vae
 from fc_jax.sampling.frames import chunk_count, chunk_start, switch_chunks
 from fc_jax.sampling.streaming import StreamingSession
+
+
+LIGHT = ml_collections.ConfigDict(dict(light_decoder=dict(width=8, blocks=1, up_widths=(8, 8, 8), dtype="float32")))
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +71,28 @@ def test_each_committed_chunk_draws_its_own_noise(parts):
     assert not np.allclose(first, second, atol=1e-3)
 
 
-def test_streamed_frames_equal_decoding_the_committed_latents_whole(parts):
-    s = _session(parts)
+@pytest.mark.parametrize("decoder", ["vae", "light"])
+def test_streamed_frames_equal_decoding_the_committed_latents_whole(parts, decoder):
+    light = light_decoder.init_params(LIGHT, jax.random.key(5)) if decoder == "light" else None
+    s = _session(parts, decoder=decoder, light_decoder_params=light)
     frames, latents = [], []
     for _ in range(3):
         latents.append(s.next_latents())
-        out, s._vae_cache = vae.decode_chunk(s.vae_params, s._vae_cache, latents[-1])
-        frames.append(out)
+        frames.append(s.decode_next(latents[-1]))
     assert [f.shape[1] for f in frames] == [9, 12, 12]  # latent frame 0 decodes to exactly one frame
-    whole = vae.decode(s.vae_params, jnp.concatenate(latents, axis=1))
+    joined = jnp.concatenate(latents, axis=1)
+    whole = light_decoder.decode(light, joined) if decoder == "light" else vae.decode(s.vae_params, joined)
     np.testing.assert_allclose(np.concatenate(frames, axis=1), whole, atol=1e-5)
+    other = vae.decode(s.vae_params, joined) if decoder == "light" else None
+    assert other is None or not np.allclose(whole, other, atol=1e-2)  # the chosen decoder made the frames
+
+
+def test_decoder_choice_is_checked(parts):
+    config, dit_params, vae_params, context, _ = parts
+    with pytest.raises(ValueError, match=r"decoder 'taesd': expected one of \('vae', 'light'\)"):
+        StreamingSession(config, dit_params, vae_params, context, decoder="taesd")
+    with pytest.raises(ValueError, match="decoder='light' with light_decoder_params missing"):
+        StreamingSession(config, dit_params, vae_params, context, decoder="light")
 
 
 def test_a_long_stream_with_switches_compiles_nothing_after_warmup(parts):

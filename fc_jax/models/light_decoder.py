@@ -138,11 +138,11 @@ def _zero_memory(arch: LightDecoderArch, batch: int, h: int, w: int) -> tuple:
     return tuple(jnp.zeros((batch, 1, h, w, arch.width), arch.dtype) for _ in range(arch.blocks))
 
 
-def init_params(config, key: Array, latent_h: int = 2, latent_w: int = 2) -> dict:
-    """Fresh parameters of the light decoder of `config` (its `light_decoder` section)."""
-    arch = LightDecoderArch.from_config(config)
-    z = jnp.zeros((1, 2, latent_h, latent_w, Z_DIM), arch.dtype)
-    return LightDecoder(arch).init(key, z, _zero_memory(arch, 1, latent_h, latent_w), True)["params"]
+def init_params(config, key: Array) -> dict:
+    """Fresh parameters of the light decoder of `config` (its `light_decoder` section, or a `LightDecoderArch`)."""
+    arch = config if isinstance(config, LightDecoderArch) else LightDecoderArch.from_config(config)
+    z = jnp.zeros((1, 2, 2, 2, Z_DIM), arch.dtype)
+    return LightDecoder(arch).init(key, z, _zero_memory(arch, 1, 2, 2), True)["params"]
 
 
 def _check_latents(z, what: str) -> None:

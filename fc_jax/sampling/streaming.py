@@ -1,8 +1,9 @@
 """The real-time generator: a streaming session that makes video chunk by chunk and switches garments live.
 
 Per chunk (3 latent frames): the few-step schedule (model timesteps [1000, 937, 833, 625] at shift 5, x0
-predicted, fresh noise between steps), the t = 0 commit pass that writes the chunk's K/V, then a streaming VAE
-decode. The first chunk's latent frame 0 decodes to one video frame, so chunk 0 gives 9 frames and every later
+predicted, fresh noise between steps), the t = 0 commit pass that writes the chunk's K/V, then a streaming decode:
+the VAE's decoder (`decoder="vae"`) or the light decoder (`decoder="light"`, `fc_jax.models.light_decoder`, the
+same frame rule; switches still re-encode with the VAE's encoder). The first chunk's latent frame 0 decodes to one video frame, so chunk 0 gives 9 frames and every later
 chunk 12: N frames need N = 12k − 3 (`fc_jax.sampling.frames`).
 
 A stream runs as long as it is asked to: before a chunk would reach past the RoPE table (`rope_max_positions`
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax import flow, images, kv_cache
-from fc_jax.models import dit, vae
+from fc_jax.models import dit, light_decoder, vae
 from fc_jax.sampling.frames import chunk_count, switch_chunks
 from fc_jax.sampling.student import denoise_chunk
 
@@ -54,12 +55,24 @@ def student_chunk(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas
     return x0, kv_cache.commit(model, params, cache, x0)
 
 
+DECODERS = ("vae", "light")
+
+
 class StreamingSession:
     """One stream: `start(reference, garment)`, then `next_chunk()` repeatedly, `switch_garment(image)` between
-    chunks. Images may be paths, PIL images or uint8 arrays of any size (preprocessed as the authors do)."""
+    chunks. Images may be paths, PIL images or uint8 arrays of any size (preprocessed as the authors do).
+    `decoder`: "vae" (the VAE's streaming decoder) or "light" (`light_decoder_params`' light decoder)."""
 
     def __init__(self, config, dit_params, vae_params, context, *, seed: int = 0,
-                 switch: SwitchOptions = SwitchOptions()):
+                 switch: SwitchOptions = SwitchOptions(), decoder: str = "vae", light_decoder_params=None):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r}: expected one of {DECODERS}")
+        if (decoder == "light") != (light_decoder_params is not None):
+            raise ValueError(f"decoder={decoder!r} with light_decoder_params "
+                             f"{'missing' if light_decoder_params is None else 'given'}: the light decoder needs "
+                             "its parameters, and they are used only with decoder='light'")
+        self.decoder = decoder
+        self.light_decoder_params = light_decoder_params
         self.config = config
         self.model = dit.build_model(config)
         self.dit_params = dit_params
@@ -77,7 +90,7 @@ class StreamingSession:
         self._chunk = kv_cache.jit_op(student_chunk, self.model, donate=True)
         self._key = jax.random.key(seed)
         self._cache = None
-        self._vae_cache = None
+        self._decode_state = None  # the streaming decoder's cache / state
         self._last_frame = None  # [1, H, W, 3] in [-1, 1]
         self.chunks_made = 0  # chunks decoded (next_chunk)
         self._chunks_denoised = 0  # chunks committed to the cache (next_latents): chunk k's noise is key k's
@@ -104,8 +117,23 @@ class StreamingSession:
         cache = kv_cache.init_cache(self.model, self.spec, 1, self.latent_h, self.latent_w)
         self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, context)
         self.context = context
-        self._vae_cache = vae.init_decode_cache(self.config, 1, self.latent_h, self.latent_w)
+        self._decode_state = self._fresh_decode_state()
         self._last_frame, self.chunks_made, self._chunks_denoised, self.frames_made = None, 0, 0, 0
+
+    def _fresh_decode_state(self):
+        if self.decoder == "light":
+            return light_decoder.init_state(self.light_decoder_params, 1, self.latent_h, self.latent_w)
+        return vae.init_decode_cache(self.config, 1, self.latent_h, self.latent_w)
+
+    def decode_next(self, latents):
+        """Stream the next chunk's latents [1, t, h, w, 48] through the session's decoder: frames [1, n, H, W, 3]
+        in [-1, 1] (n = 4(t-1)+1 for the stream's first chunk, else 4t)."""
+        if self.decoder == "light":
+            frames, self._decode_state = light_decoder.decode_chunk(self.light_decoder_params, self._decode_state,
+                                                                     latents)
+        else:
+            frames, self._decode_state = vae.decode_chunk(self.vae_params, self._decode_state, latents)
+        return frames
 
     def _require_started(self, what: str) -> None:
         if self._cache is None:
@@ -133,8 +161,7 @@ class StreamingSession:
 
     def next_chunk(self) -> np.ndarray:
         """Generate, commit and decode the next chunk: uint8 frames [n, H, W, 3] (n = 9 first, then 12)."""
-        latents = self.next_latents()
-        frames, self._vae_cache = vae.decode_chunk(self.vae_params, self._vae_cache, latents)
+        frames = self.decode_next(self.next_latents())
         self._last_frame = frames[:, -1]
         self.chunks_made += 1
         self.frames_made += frames.shape[1]
