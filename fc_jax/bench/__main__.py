@@ -1,4 +1,4 @@
-"""`python -m fc_jax.bench {distill,dit,memory,stream,tinyworld,train,vae} [flags]` — prints one JSON object with
+"""`python -m fc_jax.bench {decoder,distill,dit,memory,stream,tinyworld,train,vae} [flags]` — prints one JSON object with
 the figures.
 
 `python -m fc_jax.bench NAME --help` lists NAME's flags (absl style: `--name=value` or `--name value`, booleans
@@ -11,6 +11,7 @@ import importlib
 from fc_jax import cli
 
 BENCHMARKS = {
+    "decoder": "light vs VAE decoder: ms per frame on CPU, 1280x704 FLOPs ratio and peak memory, PSNR (trained)",
     "distill": "tiny stage-2 / stage-3 iteration times on CPU; --memory: 5B stage-3 per-device peaks (fake devices)",
     "dit": "our WanDiT forward vs diffusers' at a mid-sized fp32 config on CPU (speedup = diffusers_ms / ours_ms)",
     "memory": "parameter count and ahead-of-time compiled peak memory of the in-context forward (--config=...)",

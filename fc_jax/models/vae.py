@@ -789,8 +789,9 @@ def _zero_history(arch: VAEArch, method, x_shape: tuple[int, ...]) -> Any:
 
 
 def init_decode_cache(config, batch: int, latent_h: int, latent_w: int) -> VAECache:
-    """An empty decoder cache (zeros, `started=False`) in the config's compute dtype; static shapes."""
-    arch = VAEArch.from_config(config)
+    """An empty decoder cache (zeros, `started=False`) in the config's compute dtype; static shapes. `config`:
+    an fc_jax config, its `vae` section or a `VAEArch` (e.g. `VAEArch.from_params(params)`)."""
+    arch = config if isinstance(config, VAEArch) else VAEArch.from_config(config)
     return VAECache(_zero_history(arch, WanVAE.decode, (batch, 1, latent_h, latent_w, arch.z_dim)))
 
 

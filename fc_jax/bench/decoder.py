@@ -1,0 +1,151 @@
+"""`python -m fc_jax.bench decoder [--vae=DIR --light_decoder=DIR --samples=8 --repeats=3]`: the light streaming
+decoder beside the VAE's decoder, in one process.
+
+Prints one JSON object:
+- `light_ms_per_frame`, `full_ms_per_frame`: steady-state streaming decode of 3-latent chunks (12 frames) at the
+  tiny world's 160x128 on this machine (median after the first chunk and a warm-up), with the `--vae` and
+  `--light_decoder` parameters (random ones of `--small_vae_config` / `--small_light_config` without them);
+- `light_gflop_per_frame_1280x704`, `full_gflop_per_frame_1280x704` and `flops_ratio_1280x704` (light / full):
+  XLA's cost analysis of one later 3-latent chunk (12 frames) at 1280x704 (latent 80x44), the full decoder of
+  `--config` (the 5B's VAE) and the light one of `--light_config`, on abstract shapes;
+- `light_chunk_peak_bytes_1280x704`, `full_chunk_peak_bytes_1280x704`: their ahead-of-time compiled peak memory
+  (arguments + outputs + temporaries - donated aliases) for this machine's backend;
+- with `--vae` and `--light_decoder` (trained, e.g. the tiny world's): `psnr_vs_full_db` (the light decode of the
+  VAE's posterior-mean latents against the VAE's decode of them) and `psnr_vs_real_db` / `full_psnr_vs_real_db`
+  (each against the rendered frames), over `--samples` held-out tiny-world videos.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from fc_jax import cli
+from fc_jax.bench.common import compiled_memory, emit, median_ms
+from fc_jax.config import config_file
+from fc_jax.models import light_decoder, vae
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("vae", None, "VAE parameter folder (e.g. a tiny-world recipe's vae_params)", flag_values=FLAGS)
+flags.DEFINE_string("light_decoder", None, "light decoder parameter folder (python -m fc_jax.export of a "
+                    "light_decoder run)", flag_values=FLAGS)
+cli.DEFINE_config_file("config", "configs/wan22_ti2v_5b.py", "config of the full decoder's 1280x704 figures", FLAGS,
+                       resolve=config_file)
+cli.DEFINE_config_file("light_config", "configs/wan22_light_decoder.py", "config of the light decoder's 1280x704 "
+                       "figures", FLAGS, resolve=config_file)
+cli.DEFINE_config_file("small_vae_config", "configs/tinyworld_vae.py", "VAE timed without --vae (and the timed "
+                       "geometry)", FLAGS, resolve=config_file)
+cli.DEFINE_config_file("small_light_config", "configs/tinyworld_light_decoder.py", "light decoder timed without "
+                       "--light_decoder", FLAGS, resolve=config_file)
+flags.DEFINE_integer("samples", 8, "held-out tiny-world videos for the PSNRs", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 3, "timed chunks (median)", flag_values=FLAGS)
+
+CHUNK = 3  # latent frames per streamed chunk (12 video frames), as the student's
+
+
+def _load(path: str):
+    from fc_jax.convert.common import load_params
+
+    if not os.path.isdir(path):
+        raise cli.UserError(f"{path}: no such parameter folder")
+    return jax.tree.map(jnp.asarray, load_params(os.path.abspath(path)))
+
+
+def stream_ms_per_frame(decode_chunk, params, state, latents, repeats: int) -> float:
+    """Milliseconds per frame of a steady-state chunk of `latents` [1, CHUNK, h, w, 48] (after the first chunk)."""
+    box = {"state": decode_chunk(params, state, latents[:, :1])[1]}
+
+    def step():
+        frames, box["state"] = decode_chunk(params, box["state"], latents)
+        return frames
+
+    return median_ms(step, repeats=repeats) / (4 * latents.shape[1])
+
+
+def speed(vae_params, light_params, height: int, width: int, repeats: int) -> dict:
+    h, w = height // 16, width // 16
+    latents = jax.random.normal(jax.random.key(0), (1, CHUNK, h, w, light_decoder.Z_DIM))
+    full = stream_ms_per_frame(vae.decode_chunk, vae_params,
+                               vae.init_decode_cache(vae.VAEArch.from_params(vae_params), 1, h, w), latents, repeats)
+    light = stream_ms_per_frame(light_decoder.decode_chunk, light_params,
+                                light_decoder.init_state(light_params, 1, h, w), latents, repeats)
+    return {"light_ms_per_frame": round(light, 3), "full_ms_per_frame": round(full, 3),
+            "timed_size": [height, width]}
+
+
+def big_figures(config, light_config, height: int = 704, width: int = 1280) -> dict:
+    """FLOPs per frame and compiled peak memory of one later 3-latent chunk at `height` x `width` (abstract)."""
+    h, w = height // 16, width // 16
+    latents = jax.ShapeDtypeStruct((1, CHUNK, h, w, light_decoder.Z_DIM), jnp.float32)
+    full_params = vae.abstract_params(config)
+    full_cache = jax.eval_shape(lambda: vae.init_decode_cache(config, 1, h, w)).replace(started=True)
+    light_params = jax.eval_shape(lambda: light_decoder.init_params(light_config, jax.random.key(0)))
+    light_state = jax.eval_shape(lambda: light_decoder.init_state(
+        light_decoder.init_params(light_config, jax.random.key(0)), 1, h, w)).replace(started=True)
+    frames = 4 * CHUNK
+    flops = {}
+    for name, fn, params, state in (("full", vae._decode_chunk, full_params, full_cache),
+                                    ("light", light_decoder._decode_chunk, light_params, light_state)):
+        cost = jax.jit(fn).lower(params, state, latents).cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        flops[name] = float(cost["flops"]) / frames
+    size = f"{width}x{height}"
+    return {
+        f"light_gflop_per_frame_{size}": round(flops["light"] / 1e9, 3),
+        f"full_gflop_per_frame_{size}": round(flops["full"] / 1e9, 3),
+        f"flops_ratio_{size}": flops["light"] / flops["full"],
+        f"light_chunk_peak_bytes_{size}": compiled_memory(light_decoder._decode_chunk, light_params, light_state,
+                                                          latents, donate_argnums=1)["peak_bytes"],
+        f"full_chunk_peak_bytes_{size}": compiled_memory(vae._decode_chunk, full_params, full_cache, latents,
+                                                         donate_argnums=1)["peak_bytes"],
+        "light_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(light_params))),
+        "compiled_for": jax.default_backend(),
+    }
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean(np.square(a.astype(np.float64) - b.astype(np.float64))))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def quality(vae_params, light_params, samples: int, height: int, width: int, frames: int) -> dict:
+    """PSNRs of the light and the full decoder on held-out tiny-world videos (posterior-mean latents)."""
+    from fc_jax.images import to_uint8
+    from fc_jax.tinyworld.render import render_sample
+    from fc_jax.tinyworld.spec import split_specs
+
+    vs_full, vs_real, full_vs_real = [], [], []
+    for spec in split_specs("heldout", samples, height=height, width=width, num_frames=frames):
+        video = render_sample(spec).video
+        z = vae.encode_video(vae_params, jnp.asarray(video[None], jnp.float32) / 127.5 - 1.0)
+        full = to_uint8(vae.decode(vae_params, z)[0])
+        light = to_uint8(light_decoder.decode(light_params, z)[0])
+        vs_full.append(psnr(light, full))
+        vs_real.append(psnr(light, video))
+        full_vs_real.append(psnr(full, video))
+    return {"psnr_vs_full_db": round(float(np.mean(vs_full)), 3), "psnr_vs_real_db": round(float(np.mean(vs_real)), 3),
+            "full_psnr_vs_real_db": round(float(np.mean(full_vs_real)), 3), "psnr_samples": samples}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`argv`: the arguments after `python -m fc_jax.bench decoder` (default: sys.argv[1:])."""
+    cli.parse(FLAGS, "python -m fc_jax.bench decoder", argv, description=__doc__.split("\n\n")[0])
+    small = FLAGS.small_vae_config
+    height, width, frames = small.video.height, small.video.width, small.video.num_frames
+    trained = FLAGS.vae is not None and FLAGS.light_decoder is not None
+    vae_params = _load(FLAGS.vae) if FLAGS.vae else vae.init_params(small, jax.random.key(1))
+    light_params = (_load(FLAGS.light_decoder) if FLAGS.light_decoder
+                    else light_decoder.init_params(FLAGS.small_light_config, jax.random.key(2)))
+    result = {"trained": trained, **speed(vae_params, light_params, height, width, FLAGS.repeats)}
+    result.update(big_figures(FLAGS.config, FLAGS.light_config))
+    if trained:
+        result.update(quality(vae_params, light_params, FLAGS.samples, height, width, frames))
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
