@@ -51,7 +51,8 @@ def _load(path: str):
     from fc_jax.convert.common import load_params
 
     if not os.path.isdir(path):
-        raise cli.UserError(f"{path}: no such parameter folder")
+        raise cli.UserError(f"{path}: no such parameter folder (expected one written by python -m fc_jax.export "
+                            "or the tiny-world recipe)")
     return jax.tree.map(jnp.asarray, load_params(os.path.abspath(path)))
 
 
@@ -133,18 +134,25 @@ def quality(vae_params, light_params, samples: int, height: int, width: int, fra
 
 def main(argv: list[str] | None = None) -> None:
     """`argv`: the arguments after `python -m fc_jax.bench decoder` (default: sys.argv[1:])."""
-    cli.parse(FLAGS, "python -m fc_jax.bench decoder", argv, description=__doc__.split("\n\n")[0])
-    small = FLAGS.small_vae_config
+    prog = "python -m fc_jax.bench decoder"
+    cli.parse(FLAGS, prog, argv, description=__doc__.split("\n\n")[0])
+    with cli.user_errors(prog):
+        emit(run(FLAGS))
+
+
+def run(f) -> dict:
+    """The figures of the parsed flags `f`."""
+    small = f.small_vae_config
     height, width, frames = small.video.height, small.video.width, small.video.num_frames
-    trained = FLAGS.vae is not None and FLAGS.light_decoder is not None
-    vae_params = _load(FLAGS.vae) if FLAGS.vae else vae.init_params(small, jax.random.key(1))
-    light_params = (_load(FLAGS.light_decoder) if FLAGS.light_decoder
-                    else light_decoder.init_params(FLAGS.small_light_config, jax.random.key(2)))
-    result = {"trained": trained, **speed(vae_params, light_params, height, width, FLAGS.repeats)}
-    result.update(big_figures(FLAGS.config, FLAGS.light_config))
+    trained = f.vae is not None and f.light_decoder is not None
+    vae_params = _load(f.vae) if f.vae else vae.init_params(small, jax.random.key(1))
+    light_params = (_load(f.light_decoder) if f.light_decoder
+                    else light_decoder.init_params(f.small_light_config, jax.random.key(2)))
+    result = {"trained": trained, **speed(vae_params, light_params, height, width, f.repeats)}
+    result.update(big_figures(f.config, f.light_config))
     if trained:
-        result.update(quality(vae_params, light_params, FLAGS.samples, height, width, frames))
-    emit(result)
+        result.update(quality(vae_params, light_params, f.samples, height, width, frames))
+    return result
 
 
 if __name__ == "__main__":
