@@ -88,6 +88,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             ema_decay=0.0,  # 0: no EMA parameters in the state (stage 1 uses none)
             ema_start=0,
             init_from="",  # converted Wan2.2 DiT weights (fc_jax orbax folder, official or diffusers); "" = random
+            # Which DiT parameters train (fc_jax.training.peft): "all" | "attention" (self- and cross-attention
+            # only) | "lora" (low-rank factors on the Dense kernels of `lora.target_modules`, base frozen; exports
+            # write the merged parameters).
+            trainable="all",
+            lora=ml_collections.ConfigDict(dict(rank=32, alpha=32.0, target_modules=("q", "k", "v", "o"))),
             log_every=10,
             eval_every=500,
             eval_batches=1,

@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
             # nn.remat policy name: "none", "full", "dots", "dots_no_batch" (see fc_jax.models.dit.REMAT_POLICIES).
             remat_policy="none",
             attention=ml_collections.ConfigDict(dict(backend="auto", q_block=1024, kv_block=1024)),
+            # How the reference and garment latents enter: "in_context" (extra frames of tokens, FashionChameleon)
+            # or "channel_concat" (on the video tokens' channels, the paper's baseline; patch embedding 3x wide).
+            condition="in_context",
         )
     )
 

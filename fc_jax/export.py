@@ -9,7 +9,8 @@ model-sized trees) and writes it with `fc_jax.convert.common.save_params`.
 
 `--which` names a field of the saved state: `params` or `ema_params` (stages 1 and 2), `generator`, `ema` or
 `critic` (stage 3). The default is the first of the run's stage's `exports` (`fc_jax.training.stages`; the stage is
-read from the config saved with the checkpoint) that the state holds: the EMA where there is one.
+read from the config saved with the checkpoint) that the state holds: the EMA where there is one. A LoRA run's tree
+(`config.train.trainable=lora`) is written merged, W + alpha/rank·A@B: plain DiT parameters.
 
 With `--vae` (a VAE parameter folder from `python -m fc_jax.convert vae`) and a text source, `--text_cache` (an
 `fc_jax.text.EmbeddingCache` .npz holding the prompts to generate with) or `--umt5` (a folder from `python -m

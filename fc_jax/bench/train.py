@@ -6,6 +6,8 @@ Two figures, one JSON object:
 - `5b`: the ahead-of-time compiled per-device peak memory (`per_device_peak_bytes`) of the 5B stage-1 step at
   1280x704 with 21 video latent frames (2 + 21 frames, 20,240 tokens per sample), for the recommended mesh and
   remat policy, compiled for --devices fake CPU devices (nothing is allocated; no accelerator needed).
+Both with `--trainable` (`config.train.trainable`: all | attention | lora, `fc_jax.training.peft`), reporting the
+trainable and total parameter counts.
 
 Recommended for 16 GiB-per-chip TPUs (v5e): a 64-chip slice as data=1, fsdp=16, tensor=1, sequence=4 with full
 remat of each block; a micro-batch of 16 (1 sample per 4-chip sequence group), 4 accumulation steps for the
@@ -50,9 +52,20 @@ flags.DEFINE_integer("accum", 4, "accumulation steps of the 5B step", flag_value
 flags.DEFINE_integer("frames", 21, "video latent frames of the 5B step", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 20, "timed tiny steps", flag_values=FLAGS)
 flags.DEFINE_bool("skip_5b", False, "only the tiny timing", flag_values=FLAGS)
+flags.DEFINE_enum("trainable", "all", ["all", "attention", "lora"], "config.train.trainable of both steps",
+                  flag_values=FLAGS)
 
 
-def _tiny(repeats: int) -> dict:
+def _parameters(s) -> dict:
+    """{trainable, trainable_params, params} of a setup's state (LoRA factors counted in params)."""
+    from fc_jax.training.peft import Trainable, parameter_counts
+
+    trainable = Trainable.from_config(s.config)
+    count, total = parameter_counts(s.abstract.params, trainable.mask(s.abstract.params))
+    return {"trainable": trainable.mode, "trainable_params": count, "params": total}
+
+
+def _tiny(repeats: int, trainable: str) -> dict:
     import jax
     import numpy as np
 
@@ -61,6 +74,7 @@ def _tiny(repeats: int) -> dict:
     from fc_jax.training.setup import setup
 
     config = load_config("sft_teacher:tiny")
+    config.train.trainable = trainable
     s = setup(config, devices=jax.devices()[:1], mesh_sizes=dict(data=1, fsdp=1, tensor=1, sequence=1))
     run = s.stage.compile(s)
     state = s.stage.initial_state(s)
@@ -77,6 +91,7 @@ def _tiny(repeats: int) -> dict:
     tokens = int(config.train.global_batch) * s.stage.tokens_per_sample(config)
     return {
         "config": config.name,
+        **_parameters(s),
         "global_batch": int(config.train.global_batch),
         "tokens_per_step": tokens,
         "step_ms": round(ms, 3),
@@ -99,6 +114,7 @@ def _five_b(args) -> dict:
     config.video.num_frames = 4 * (args.frames - 1) + 1
     config.train.global_batch = args.micro_batch * args.accum
     config.optim.grad_accum_steps = args.accum
+    config.train.trainable = args.trainable
     s = setup(config, mesh_sizes=dict(zip(("data", "fsdp", "tensor", "sequence"), args.mesh)))
     mesh = s.mesh
     with activation_sharding(mesh, s.rules):
@@ -107,10 +123,9 @@ def _five_b(args) -> dict:
                                  out_shardings=(s.shardings, replicated(mesh)), donate_argnums=(0,))
     leaves = jax.tree.leaves(s.abstract)
     state_bytes = int(sum(np.prod(x.shape) * x.dtype.itemsize for x in leaves))
-    params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(s.abstract.params)))
     return {
         "config": config.name,
-        "params": params,
+        **_parameters(s),
         "resolution": [config.video.height, config.video.width],
         "video_latent_frames": args.frames,
         "tokens_per_sample": s.stage.tokens_per_sample(config),
@@ -135,7 +150,7 @@ def main(argv=None) -> None:
     _set_xla_flags(1 if FLAGS.skip_5b else FLAGS.devices)
     from fc_jax.bench.common import emit
 
-    result = {"benchmark": "train_sft_step", "tiny": _tiny(FLAGS.repeats)}
+    result = {"benchmark": "train_sft_step", "tiny": _tiny(FLAGS.repeats, FLAGS.trainable)}
     if not FLAGS.skip_5b:
         result["5b"] = _five_b(FLAGS)
     result["xla_flags"] = os.environ.get("XLA_FLAGS", "")

@@ -4,7 +4,9 @@ One module serves every mode; the mode is an argument:
 - plain TI2V (video tokens only, RoPE frames 0..F-1) — `WanDiT.__call__`, for parity with upstream;
 - in-context (FashionChameleon): [reference frame, garment frame, video frames] at RoPE frames 0, 1, 2.., the two
   condition frames at t = 0, output for the video frames only — `in_context_forward`;
-- block-causal (the streaming student) — pass a `BlockLayout` built by `fc_jax.models.attention`.
+- block-causal (the streaming student) — pass a `BlockLayout` built by `fc_jax.models.attention`;
+- channel-concat (the paper's baseline, `condition="channel_concat"` in the config): the reference and garment
+  latents ride on the video tokens' channels instead of being tokens — `channel_concat_forward`.
 
 Latents are channels-last `[B, F, H, W, C]`. Timesteps may be per sample `[B]`, per latent frame `[B, F]` or per
 token `[B, F·H'·W']` (H' = H/2, W' = W/2); per-frame timesteps run the time MLP once per frame instead of once per
@@ -53,10 +55,16 @@ class DiTConfig:
     attention_backend: str = "xla"
     q_block: int = 1024
     kv_block: int = 1024
+    condition: str = "in_context"  # "in_context" | "channel_concat" (see `channel_concat_inputs`)
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
+
+    @property
+    def patch_channels(self) -> int:
+        """Input channels of the patch embedding: C, or [video, reference, garment] = 3C in channel-concat mode."""
+        return self.in_channels * (1 + NUM_CONDITION_FRAMES if self.condition == "channel_concat" else 1)
 
     @classmethod
     def from_config(cls, model) -> "DiTConfig":
@@ -72,6 +80,8 @@ class DiTConfig:
             )
         if model.dim % model.num_heads:
             raise ValueError(f"dim {model.dim} is not divisible by num_heads {model.num_heads}")
+        if kwargs.get("condition", "in_context") not in CONDITIONS:
+            raise ValueError(f"unknown model.condition {kwargs['condition']!r}; expected one of {CONDITIONS}")
         if kwargs.get("remat_policy", "none") not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {kwargs['remat_policy']!r}; expected one of {list(REMAT_POLICIES)}")
         return cls(**kwargs)
@@ -367,8 +377,11 @@ class WanDiT(nn.Module):
         if latents.ndim != 5:
             raise ValueError(f"latents must be [B, F, H, W, C] (channels-last); got shape {latents.shape}")
         b, f, hgt, wid, c = latents.shape
-        if c != cfg.in_channels:
-            raise ValueError(f"latents have {c} channels; this model expects {cfg.in_channels} (shape {latents.shape})")
+        if c != cfg.patch_channels:
+            mode = " (channel-concat: video, reference and garment latents on channels)" * (
+                cfg.condition == "channel_concat")
+            raise ValueError(f"latents have {c} channels; this model expects {cfg.patch_channels}{mode} (shape "
+                             f"{latents.shape})")
         pt, ph, pw = cfg.patch_size
         if f % pt or hgt % ph or wid % pw:
             raise ValueError(
@@ -441,6 +454,7 @@ def _check_positions(frame_positions, max_positions: int, grid_extent: int):
 # The in-context mode (FashionChameleon).
 
 NUM_CONDITION_FRAMES = 2  # reference latent frame, garment latent frame
+CONDITIONS = ("in_context", "channel_concat")
 
 
 def in_context_inputs(reference, garment, video, video_timesteps):
@@ -465,9 +479,57 @@ def in_context_inputs(reference, garment, video, video_timesteps):
 
 def in_context_forward(model: WanDiT, params, reference, garment, video, video_timesteps, context, layout=None):
     """Flow prediction for the video frames only, [B, F, H, W, C], conditions at RoPE frames 0, 1 and t = 0."""
+    if model.cfg.condition != "in_context":
+        raise ValueError(f"the in-context forward needs model.condition 'in_context'; this model is "
+                         f"{model.cfg.condition!r} (use `conditioned_forward`)")
     latents, timesteps, positions = in_context_inputs(reference, garment, video, video_timesteps)
     out = model.apply({"params": params}, latents, timesteps, context, positions, layout)
     return out[:, NUM_CONDITION_FRAMES:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The channel-concat mode (the paper's baseline).
+
+
+def channel_concat_inputs(reference, garment, video):
+    """latents [B, F, H, W, 3C] = [video, reference, garment] on channels, the single-frame condition latents
+    ([B, 1, H, W, C], clean) repeated along the F video frames, so every video token sees the reference and
+    garment at its own (h, w). The tokens, their RoPE frames and timesteps are the video's alone."""
+    for name, cond in (("reference", reference), ("garment", garment)):
+        if cond.ndim != 5 or cond.shape[1] != 1 or cond.shape[0] != video.shape[0] or cond.shape[2:] != video.shape[2:]:
+            raise ValueError(
+                f"{name} latent must be [B, 1, H, W, C] matching the video {video.shape}; got {cond.shape}"
+            )
+    frames = lambda cond: jnp.broadcast_to(cond.astype(video.dtype), video.shape)
+    return jnp.concatenate([video, frames(reference), frames(garment)], axis=-1)
+
+
+def channel_concat_forward(model: WanDiT, params, reference, garment, video, video_timesteps, context):
+    """Flow prediction [B, F, H, W, C] of a channel-concat model (video_timesteps [B] or [B, F])."""
+    if model.cfg.condition != "channel_concat":
+        raise ValueError(f"the channel-concat forward needs model.condition 'channel_concat'; this model is "
+                         f"{model.cfg.condition!r}")
+    latents = channel_concat_inputs(reference, garment, video)
+    return model.apply({"params": params}, latents, video_timesteps, context)
+
+
+def conditioned_forward(model: WanDiT, params, reference, garment, video, video_timesteps, context):
+    """The video's flow prediction [B, F, H, W, C] given the reference and garment, in the model's condition mode
+    (`in_context_forward` or `channel_concat_forward`)."""
+    forward = channel_concat_forward if model.cfg.condition == "channel_concat" else in_context_forward
+    return forward(model, params, reference, garment, video, video_timesteps, context)
+
+
+def widen_patch_embedding(params, channels: int):
+    """`params` with the patch-embedding kernel [pt, ph, pw, C, D] zero-padded to `channels` input channels (a
+    base model's weights for a channel-concat model: the new channels contribute nothing until trained)."""
+    kernel = params["patch_embedding"]["kernel"]
+    have = kernel.shape[-2]
+    if have > channels:
+        raise ValueError(f"the patch embedding has {have} input channels, more than the model's {channels} (a "
+                         f"channel-concat checkpoint for an in-context model?)")
+    pad = [(0, 0)] * (kernel.ndim - 2) + [(0, channels - have), (0, 0)]
+    return dict(params, patch_embedding=dict(params["patch_embedding"], kernel=jnp.pad(kernel, pad)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -504,7 +566,7 @@ def abstract_params(model: WanDiT, batch: int = 1, frames: int = 1, height: int 
     cfg = model.cfg
 
     def init():
-        latents = jnp.zeros((batch, frames, height, width, cfg.in_channels), jnp.float32)
+        latents = jnp.zeros((batch, frames, height, width, cfg.patch_channels), jnp.float32)
         context = jnp.zeros((batch, 1, cfg.text_dim), jnp.float32)
         return model.init(jax.random.key(0), latents, jnp.zeros((batch,)), context)["params"]
 
@@ -517,7 +579,7 @@ def init_params(model: WanDiT, key, batch: int = 1, frames: int = 1, height: int
 
     @jax.jit
     def init(key):
-        latents = jnp.zeros((batch, frames, height, width, cfg.in_channels), jnp.float32)
+        latents = jnp.zeros((batch, frames, height, width, cfg.patch_channels), jnp.float32)
         context = jnp.zeros((batch, 1, cfg.text_dim), jnp.float32)
         return nn.unbox(model.init(key, latents, jnp.zeros((batch,)), context)["params"])
 

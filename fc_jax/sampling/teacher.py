@@ -1,7 +1,8 @@
 """The in-context teacher sampler: UniPC over N steps, classifier-free guidance that drops only the text.
 
 The reference and garment latents enter every step clean, at t = 0 (they are separate inputs of the in-context
-forward, so they are never noised). The conditional and unconditional passes run as one batch of 2B.
+forward, so they are never noised; a channel-concat teacher, `model.condition`, takes them on channels). The
+conditional and unconditional passes run as one batch of 2B.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fc_jax.sampling.unipc import UniPCState, unipc_schedule, unipc_step
 def guided_flow(model, params, reference, garment, x, t, context, negative_context, guidance_scale: float):
     """v = v_uncond + g·(v_cond − v_uncond), the unconditional pass with `negative_context` in place of the text
     (reference and garment kept)."""
-    forward = lambda *a: dit.in_context_forward(model, params, *a)
+    forward = lambda *a: dit.conditioned_forward(model, params, *a)
     return text_guided_flow(forward, (reference, garment), x, t, context, negative_context, guidance_scale)
 
 

@@ -81,6 +81,8 @@ def train(config, workdir: str, hooks: Sequence[Hook] = ()) -> dict:
     log(f"stage {s.stage.name}: mesh {dict(s.mesh.shape)} over {jax.device_count()} devices "
         f"({jax.default_backend()}, {jax.process_count()} processes); global batch {config.train.global_batch} = "
         f"{s.accum} x {s.micro}")
+    if described := s.stage.describe(s):
+        log(f"stage {s.stage.name}: {described}")
     state, start = _restore_or_init(s, log)
     log(f"compiling the {s.stage.name} step ...")
     began = time.perf_counter()

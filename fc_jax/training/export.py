@@ -1,6 +1,8 @@
 """One parameter tree out of a training checkpoint, written as a bare parameter folder (the library half of
 `python -m fc_jax.export`, whose docstring tells the fields and the generate-ready layout; the tiny-world recipe
-uses it too). Only the chosen tree of the chosen step is read, never the optimizer state."""
+uses it too). Only the chosen tree of the chosen step is read, never the optimizer state. A LoRA run's tree
+(`{"base", "lora"}`, `config.train.trainable = "lora"`) is written merged: plain DiT parameters, as any other
+run's, so the next stage and generate need nothing of LoRA."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from fc_jax.convert.common import is_orbax_checkpoint, save_params
+from fc_jax.training import peft
 
 
 def _state_tree(checkpoints: str, step: int) -> dict:
@@ -26,12 +29,28 @@ def _state_dir(checkpoints: str, step: int):
     return epath.Path(os.path.abspath(checkpoints)) / str(step) / "state"
 
 
+def _saved_config(checkpoints: str, step: int) -> dict:
+    """The config saved with `step` (as JSON)."""
+    return json.loads((epath.Path(checkpoints) / str(step) / "config" / "metadata").read_text())
+
+
 def _stage_exports(checkpoints: str, step: int) -> tuple[str, ...]:
     """The parameter trees the run's stage exports, its default first (from the config saved with `step`)."""
     from fc_jax.training.stages import get_stage
 
-    config = json.loads((epath.Path(checkpoints) / str(step) / "config" / "metadata").read_text())
-    return get_stage(config.get("stage", "sft")).exports
+    return get_stage(_saved_config(checkpoints, step).get("stage", "sft")).exports
+
+
+def merged_parameters(params: dict, config: dict) -> dict:
+    """`params`, with LoRA factors merged into their kernels where it is a LoRA tree (`fc_jax.training.peft`;
+    alpha / rank from the run's saved `config`)."""
+    if not peft.is_lora_tree(params):
+        return params
+    lora = config["train"]["lora"]
+    scale = float(lora["alpha"]) / int(lora["rank"])
+    print(f"merging the LoRA factors (rank {lora['rank']}, alpha {lora['alpha']}) into the base parameters",
+          file=sys.stderr)
+    return jax.jit(lambda p: peft.merge_lora(p, scale))(params)
 
 
 def _parameter_fields(tree: dict) -> list[str]:
@@ -139,7 +158,7 @@ def export_parameters(workdir: str, dst: str, step: int | None = None, which: st
     {step, which, parameters, dst, parts}."""
     checkpoints, step, which = check_export(workdir, dst, step, which)
     print(f"reading {which} of step {step} from {checkpoints}", file=sys.stderr)
-    params = read_parameters(checkpoints, step, which)
+    params = merged_parameters(read_parameters(checkpoints, step, which), _saved_config(checkpoints, step))
     count = sum(int(x.size) for x in jax.tree.leaves(params))
     target = str(epath.Path(dst) / "dit") if parts else dst
     print(f"writing {which}: {count:,} parameters to {target}", file=sys.stderr)

@@ -11,13 +11,15 @@ A stage is one file under `fc_jax/training/stages/` named as `config.stage` ("sf
 - `compile(setup)`: the step program `run(state, batch) -> (state, host metrics incl. "finite")`;
 - `eval_hooks(setup, data)`: its evaluation hooks, `hook(step, state) -> {name: value}`;
 - `tokens_per_sample(config)`, for the logged throughput; `exports`: the state's parameter trees, the default
-  export first (`python -m fc_jax.export`).
+  export first (`python -m fc_jax.export`); `describe(setup)`: a line logged at the start (parameter counts).
 Everything else (resume, the NaN guard, logging, saves, signals) is the driver's (`fc_jax.training.driver`).
 
 `SingleNetworkStage` is the form of stages 1 and 2 (and of the VAE stage, which overrides its network, state
 layout and data): one network trained on a loss `loss(model, config, params, micro_batch, key)`, gradients
 accumulated over `config.optim.grad_accum_steps` micro-batches, optional EMA; by default a `WanDiT` on the latent
-triplets of `fc_jax.data.sources`.
+triplets of `fc_jax.data.sources`. `config.train.trainable` ("all" | "attention" | "lora", `fc_jax.training.peft`)
+says which of the DiT's parameters train: the state holds its parameter tree (LoRA: `{"base", "lora"}`) and an
+optimizer state for the trainable leaves only, and the loss sees the merged plain DiT parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from fc_jax.models import dit
 from fc_jax.training.optim import make_optimizer
+from fc_jax.training.peft import Trainable
 from fc_jax.training.sharding import activation_sharding, global_batch, replicated
 from fc_jax.training.state import init_state, load_pretrained, state_shardings
 from fc_jax.training.step import make_train_step
@@ -85,6 +88,17 @@ class Stage:
     def eval_hooks(self, setup, data: StageData) -> list[Hook]:
         return []
 
+    def describe(self, setup) -> str:
+        """A line for the start of the run ("" = none)."""
+        return ""
+
+
+def video_tokens(config) -> int:
+    """Video tokens of one sample: video latent frames x latent tokens per frame."""
+    _, ph, pw = config.model.patch_size
+    frames = (config.video.num_frames - 1) // 4 + 1
+    return frames * (config.video.height // 16 // ph) * (config.video.width // 16 // pw)
+
 
 def in_context_tokens(config) -> int:
     """In-context sequence length of one sample: (2 condition + video latent frames) x latent tokens per frame."""
@@ -112,22 +126,44 @@ class SingleNetworkStage(Stage):
         raise NotImplementedError
 
     def _loss_fn(self, setup):
-        return lambda params, batch, key: self.loss(setup.model, setup.config, params, batch, key)
+        """`loss_fn(params, micro_batch, key)` on the state's parameter tree (LoRA merged before the forward)."""
+        merge = self._trainable(setup).merge
+        return lambda params, batch, key: self.loss(setup.model, setup.config, merge(params), batch, key)
 
     def _use_ema(self, config) -> bool:
         return float(config.train.ema_decay) > 0
 
+    def _trainable(self, setup) -> Trainable:
+        """`config.train.trainable` (`fc_jax.training.peft`); anything but "all" only for a `WanDiT`."""
+        trainable = Trainable.from_config(setup.config)
+        if trainable.mode != "all" and not isinstance(setup.model, dit.WanDiT):
+            raise ValueError(f"config.train.trainable {trainable.mode!r} is for the DiT stages; stage {self.name!r} "
+                             f"trains a {type(setup.model).__name__}: use 'all'")
+        return trainable
+
+    def describe(self, setup) -> str:
+        """The trainable and total parameter counts; a warning where a partial mode starts from random weights."""
+        trainable = self._trainable(setup)
+        line = trainable.describe(setup.abstract.params)
+        if trainable.mode != "all" and not setup.config.train.init_from:
+            line += ("; WARNING: no train.init_from, and the random model's output head is zero and frozen, so "
+                     "nothing gets a gradient")
+        return line
+
     def state_layout(self, setup):
         tx, _ = make_optimizer(setup.config.optim)
-        return state_shardings(setup.model, tx, setup.mesh, setup.rules, self._use_ema(setup.config))
+        return state_shardings(setup.model, tx, setup.mesh, setup.rules, self._use_ema(setup.config),
+                               self._trainable(setup))
 
     def initial_state(self, setup):
         config = setup.config
         tx, _ = make_optimizer(config.optim)
+        trainable = self._trainable(setup)
         params = None
         if config.train.init_from:
-            params = load_pretrained(config.train.init_from, config, setup.abstract.params)
-        return init_state(setup.model, tx, setup.shardings, config.train.seed, self._use_ema(config), params)
+            params = load_pretrained(config.train.init_from, config, trainable.base(setup.abstract.params))
+        return init_state(setup.model, tx, setup.shardings, config.train.seed, self._use_ema(config), params,
+                          trainable)
 
     def open_data(self, setup, workdir: str) -> StageData:
         from fc_jax.data import sources
@@ -161,8 +197,9 @@ class SingleNetworkStage(Stage):
         """The uncompiled `step(state, batch) -> (state, metrics)` (`fc_jax.training.step.make_train_step`)."""
         config = setup.config
         tx, schedule = make_optimizer(config.optim)
+        mask = self._trainable(setup).mask(setup.abstract.params)
         return make_train_step(self._loss_fn(setup), tx, schedule, float(config.train.ema_decay),
-                               int(config.train.ema_start))
+                               int(config.train.ema_start), mask)
 
     def compile(self, setup) -> Callable:
         """The step compiled ahead of time for the mesh (state in/out with its shardings, donated); returns

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fc_jax.flow import add_noise, flow_target, sample_training_timesteps
 from fc_jax.models import dit
-from fc_jax.training.stage import SingleNetworkStage
+from fc_jax.training.stage import SingleNetworkStage, video_tokens
 
 
 def base_loss(model: dit.WanDiT, shift: float, params, batch, key) -> jax.Array:
@@ -47,9 +47,7 @@ class Base(SingleNetworkStage):
 
     def tokens_per_sample(self, config) -> int:
         """Video tokens of one sample (latent frames x tokens per latent frame)."""
-        _, ph, pw = config.model.patch_size
-        frames = (config.video.num_frames - 1) // 4 + 1
-        return frames * (config.video.height // 16 // ph) * (config.video.width // 16 // pw)
+        return video_tokens(config)
 
 
 STAGE = Base()

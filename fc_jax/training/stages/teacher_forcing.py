@@ -41,6 +41,8 @@ def teacher_forcing_inputs(reference, garment, video, noisy, block_t, chunk_fram
 def teacher_forcing_loss(model: dit.WanDiT, shift: float, chunk_frames: int, params, batch, key) -> jax.Array:
     """The weighted flow loss of one micro-batch {video [B, F, h, w, C], reference, garment [B, 1, h, w, C],
     context [B, L, D]} with F a multiple of `chunk_frames`."""
+    if model.cfg.condition != "in_context":
+        raise ValueError(f"teacher forcing trains the in-context student; model.condition is {model.cfg.condition!r}")
     video = batch["video"].astype(jnp.float32)
     b, f, h, w, _ = video.shape
     blocks = f // chunk_frames
