@@ -44,7 +44,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             generator_every=5,  # generator step every 5th iteration, critic every iteration
             guidance_scale=3.0,  # real score CFG (text-only drop)
             temperature=0.2,  # GR-DMD softmax(r / -τ)
-            reward="aesthetic",  # "aesthetic" (CLIP ViT-L/14 + LAION head on decoded frames) | "none" (plain DMD)
+            # "aesthetic" (CLIP ViT-L/14 + LAION head on decoded frames) | "palette_purity" (the tiny world's VQ
+            # score, fc_jax.models.reward.palette_purity_scores) | "none" (plain DMD)
+            reward="aesthetic",
             # Gradient of a chunk's attention over earlier chunks' cached K/V: "straight_through" to their
             # exit-step K/V (the authors' in-place cache writes), or "none" (the cache carries no gradient).
             cross_chunk_gradient="straight_through",

@@ -1,8 +1,17 @@
-"""Stream a garment video: `python -m fc_jax.generate [--config=NAME[:VARIANT]] [--checkpoint=DIR] --reference=IMG
---garment=IMG [--switch=FRAME:IMG[,FRAME:IMG...] ...] --frames=N --output=video.mp4`.
+"""Stream a garment video: `python -m fc_jax.generate [--config=NAME[:VARIANT]] [--checkpoint=DIR | --weights=DIR]
+--reference=IMG --garment=IMG [--switch=FRAME:IMG[,FRAME:IMG...] ...] --frames=N --output=video.mp4`.
 
-`--config` is a packaged config (`tiny`, the default, or `wan22_ti2v_5b`) or a config file, with
-`--config.a.b=value` overrides.
+With no flags it streams the tiny world's trained student that ships with the package (`fc_jax.tinyworld.weights`;
+`--weights=DIR` names another tiny-world weights folder): a built-in held-out person walking in a built-in
+garment, switched to a second garment at frame 45 of 93 (`fc_jax.tinyworld.demo`), and the JSON summary carries
+the tiny-world metrics of what it made (`tinyworld_metrics`: garment before and after the switch, the switch's
+latency, leakage and continuity, motion against the caption, identity, VQ). `--reference / --garment / --switch
+/ --prompt` replace the built-in ones with any tiny-world-style images (160x128; the metrics need the built-in
+case and are left out then).
+
+`--config` is a packaged config (`tiny` or `wan22_ti2v_5b`) or a config file, with `--config.a.b=value`
+overrides; it goes with `--checkpoint`, or alone for a RANDOM-weight smoke run (also what runs when no tiny-world
+student is installed).
 
 `--checkpoint=DIR` holds `dit/` and `vae/` (orbax folders written by `python -m fc_jax.convert`, or by
 `python -m fc_jax.export ... --vae=...` from a training run), and for the prompt either `text_cache.npz` (an
@@ -20,12 +29,14 @@ early (Ctrl-C: exit status 130, SIGTERM: 143, or an error) the frames made so fa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import signal
 import sys
 import time
+from typing import Any
 
 from absl import flags
 from PIL import Image, ImageDraw
@@ -39,19 +50,23 @@ PROG = "python -m fc_jax.generate"
 WEIGHTS_LINE = "building the weights"  # printed (stderr) once every input check has passed
 
 FLAGS = flags.FlagValues()  # private: importing fc_jax.generate defines no global flags
-cli.DEFINE_config_file("config", "tiny", "model config: a packaged name (tiny, wan22_ti2v_5b) or a file", FLAGS,
-                       resolve=fc_jax.config.config_file)
+cli.DEFINE_config_file("config", None, "model config: a packaged name (tiny, wan22_ti2v_5b) or a file (default: "
+                       "the tiny-world student's, or tiny)", FLAGS, resolve=fc_jax.config.config_file)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "folder with dit/, vae/ and text_cache.npz or umt5/",
                                   flag_values=FLAGS)
+_WEIGHTS = flags.DEFINE_string("weights", None, "tiny-world weights folder with a student (default, when neither "
+                               "--config nor --checkpoint is given: the shipped one)", flag_values=FLAGS)
 _REFERENCE = flags.DEFINE_string("reference", None, "image of the person", flag_values=FLAGS)
 _GARMENT = flags.DEFINE_string("garment", None, "image of the garment", flag_values=FLAGS)
 _SWITCH = flags.DEFINE_multi_string("switch", [], "FRAME:IMAGE — switch to this garment at this frame; repeat the "
                                     "flag or separate items with commas (--switch=9:a.png,15:b.png)",
                                     flag_values=FLAGS)
-_PROMPT = flags.DEFINE_string("prompt", "", "text prompt (with a checkpoint)", flag_values=FLAGS)
+_PROMPT = flags.DEFINE_string("prompt", None, "text prompt (with a checkpoint or the tiny-world student; default: "
+                               "'' or the built-in case's caption)", flag_values=FLAGS)
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "google/umt5-xxl tokenizer folder (with umt5/)",
                                  flag_values=FLAGS)
-_FRAMES = flags.DEFINE_integer("frames", 21, "video frames, 12k-3 (9, 21, 33, ..., 81, ...)", flag_values=FLAGS)
+_FRAMES = flags.DEFINE_integer("frames", None, "video frames, 12k-3 (9, 21, 33, ..., 81, ...; default: 93 for the "
+                               "tiny-world student, else 21)", flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string("output", "out/video.mp4", "mp4 to write (24 fps)", flag_values=FLAGS)
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed", flag_values=FLAGS)
 _DECODER = flags.DEFINE_enum("decoder", "vae", ["vae", "light"], "latents to frames: the VAE's streaming decoder, "
@@ -92,14 +107,70 @@ def _check_image(flag: str, path: str) -> None:
         raise cli.UserError(f"{flag}: {e}") from e
 
 
-def check_inputs(config) -> dict[int, str]:
-    """Every check that needs no weights, the cheap ones (no jax) first; UserError naming the flag. Returns the
-    switches {frame: image}."""
-    frames, chunk_frames = _FRAMES.value, config.student.chunk_frames
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """The flags, resolved. mode: "checkpoint" (--checkpoint), "tinyworld" (a tiny-world student: `weights` is its
+    folder) or "random" (the config's model at random weights, a smoke run); `builtin`: the tiny-world job uses
+    the built-in case's images and switch (`fc_jax.tinyworld.demo`), so its metrics can be scored."""
+
+    mode: str
+    config: Any
+    frames: int
+    prompt: str
+    weights: str | None = None
+    builtin: bool = False
+    note: str = ""  # said when streaming starts (why this mode)
+
+
+def builtin_switch_frame(frames: int) -> int | None:
+    """The chunk boundary (9 + 12k) nearest the middle of a `frames`-frame (12n - 3) video; None for one chunk."""
+    n = (frames + 3) // 12
+    return 12 * (n // 2) - 3 if n >= 2 else None
+
+
+def _frames(default: int) -> int:
+    return default if _FRAMES.value is None else _FRAMES.value
+
+
+def resolve_job(flag_config) -> Job:
+    """Which model runs, from --checkpoint / --weights / --config (`flag_config`: None when not given); UserError
+    for flags that do not go together."""
+    from fc_jax.tinyworld import weights
+
+    if _CHECKPOINT.value and _WEIGHTS.value:
+        raise cli.UserError("--checkpoint and --weights each name a model; give one of them")
+    if _WEIGHTS.value and flag_config is not None:
+        raise cli.UserError("--weights brings its own config (its card's); leave out --config")
+    if _CHECKPOINT.value or (flag_config is not None and not _WEIGHTS.value):
+        config = flag_config if flag_config is not None else fc_jax.config.load_config("tiny")
+        return Job("checkpoint" if _CHECKPOINT.value else "random", config, _frames(21), _PROMPT.value or "")
+    folder = _WEIGHTS.value or weights.SHIPPED
+    if not os.path.isfile(weights.part_path("student", folder)):
+        if _WEIGHTS.value:
+            raise cli.UserError(f"--weights={folder}: no student.safetensors there (write one with python -m "
+                                "fc_jax.tinyworld ship from a recipe that ran its gr_dmd step)")
+        return Job("random", fc_jax.config.load_config("tiny"), _frames(21), _PROMPT.value or "",
+                   note="no tiny-world student is installed (fc_jax/tinyworld/weights): the tiny config instead")
+    try:
+        config = weights.configs(folder)["student"]
+    except (KeyError, ValueError) as e:
+        raise cli.UserError(f"--weights={folder}: its card.json names no usable student config ({e})") from e
+    frames = _frames(93)
+    builtin = _REFERENCE.value is None and _GARMENT.value is None and not _SWITCH.value
+    return Job("tinyworld", config, frames, _PROMPT.value, folder, builtin)
+
+
+def check_inputs(job: Job) -> None:
+    """Every check that needs no weights, the cheap ones (no jax) first; UserError naming the flag."""
+    config = job.config
+    frames, chunk_frames = job.frames, config.student.chunk_frames
     try:
         chunk_count(frames, chunk_frames)
     except ValueError as e:
         raise cli.UserError(f"--frames={frames}: {e}") from e
+    if job.mode == "tinyworld" and _DECODER.value == "light" and not os.path.isfile(
+            os.path.join(job.weights, "light_decoder.safetensors")):
+        raise cli.UserError(f"--decoder=light: the tiny-world weights {job.weights} have no light_decoder.safetensors")
     if _CHECKPOINT.value and (_REFERENCE.value is None or _GARMENT.value is None):
         raise cli.UserError("--checkpoint needs --reference and --garment (the person's and the garment's images)")
     if _DECODER.value == "light" and _CHECKPOINT.value and not os.path.isdir(
@@ -133,10 +204,9 @@ def check_inputs(config) -> dict[int, str]:
             checkpoint_parts(_CHECKPOINT.value, _TOKENIZER.value)  # its folders, before jax is imported
         _check_switch_options(config)
         if _CHECKPOINT.value:
-            check_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value, [_PROMPT.value])
+            check_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value, [job.prompt])
     except (OSError, ValueError) as e:
         raise cli.UserError(str(e)) from e
-    return switches
 
 
 def _check_switch_options(config) -> None:
@@ -167,92 +237,121 @@ def demo_images(height: int, width: int) -> tuple[Image.Image, Image.Image]:
     return person, shirt
 
 
-def _load_weights(config, checkpoint: str | None, key):
-    """(dit params, vae params, context [1, Lt, text_dim], random?)."""
+def _load_weights(job: Job, prompt: str, key):
+    """(dit params, vae params, context [1, Lt, text_dim], light decoder params or None)."""
     import jax
     import jax.numpy as jnp
 
     from fc_jax.inference import load_checkpoint
-    from fc_jax.models import dit, vae
+    from fc_jax.models import dit, light_decoder, vae
 
-    if checkpoint is None:
+    config, light = job.config, None
+    if job.mode == "random":
         model = dit.build_model(config)
         dit_params = dit.init_params(model, jax.random.fold_in(key, 1))
         vae_params = vae.init_params(config, jax.random.fold_in(key, 2))
         context = 0.1 * jax.random.normal(jax.random.fold_in(key, 3), (1, config.model.text_len, config.model.text_dim))
-        return dit_params, vae_params, context, True
+        if _DECODER.value == "light":
+            light = light_decoder.init_params(light_decoder.LightDecoderArch(), jax.random.fold_in(key, 4))
+        return dit_params, vae_params, context, light
+    if job.mode == "tinyworld":
+        from fc_jax.tinyworld import weights
 
-    dit_params, vae_params, texts = load_checkpoint(config, checkpoint, _TOKENIZER.value)
-    embeddings, _ = texts([_PROMPT.value])
-    return dit_params, vae_params, jnp.asarray(embeddings), False
-
-
-def _light_decoder_params(checkpoint: str | None, key):
-    """The light decoder's parameters: CHECKPOINT/light_decoder/, or random ones of the default architecture."""
-    import jax
+        part = lambda name: jax.tree.map(jnp.asarray, weights.load_part(name, job.weights))
+        embeddings, _ = weights.text_encoder(config, job.weights)([prompt])
+        light = part("light_decoder") if _DECODER.value == "light" else None
+        return part("student"), part("vae"), jnp.asarray(embeddings), light
 
     from fc_jax.convert.common import load_params
-    from fc_jax.models import light_decoder
 
-    if checkpoint is None:
-        return light_decoder.init_params(light_decoder.LightDecoderArch(), jax.random.fold_in(key, 4))
-    return load_params(os.path.abspath(os.path.join(checkpoint, "light_decoder")))
+    dit_params, vae_params, texts = load_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value)
+    embeddings, _ = texts([prompt])
+    if _DECODER.value == "light":
+        light = load_params(os.path.abspath(os.path.join(_CHECKPOINT.value, "light_decoder")))
+    return dit_params, vae_params, jnp.asarray(embeddings), light
 
 
-def _stream(config, switches: dict[int, str]) -> dict:
+def _inputs(job: Job):
+    """(reference, garment, switches {frame: image}, prompt, the built-in case or None): the flags' images, and
+    for what they leave out the built-in tiny-world case's (or, for a random run, built-in drawings)."""
+    switches = parse_switches(_SWITCH.value)
+    if job.mode == "tinyworld":
+        from fc_jax.tinyworld.demo import demo_case
+
+        v = job.config.video
+        case = demo_case(job.frames, builtin_switch_frame(job.frames) if job.builtin else None, v.height, v.width)
+        if job.builtin and case.spec.switch_frame is not None:
+            switches = {case.spec.switch_frame: case.switch_garment}
+        prompt = case.caption if job.prompt is None else job.prompt
+        if not job.builtin:
+            print("tiny-world student with your images: no metrics (they need the built-in case)", file=sys.stderr)
+        return (_REFERENCE.value or case.reference, _GARMENT.value or case.garment, switches, prompt,
+                case if job.builtin else None)
+    reference, garment = _REFERENCE.value, _GARMENT.value
+    if reference is None or garment is None:  # (random weights: with --checkpoint both are required)
+        person, shirt = demo_images(job.config.video.height, job.config.video.width)
+        reference, garment = reference or person, garment or shirt
+        print("no --reference/--garment: using built-in drawings", file=sys.stderr)
+    return reference, garment, switches, job.prompt, None
+
+
+def _stream(job: Job) -> dict:
     """Build the weights and the session, stream into the output; the JSON summary."""
     import jax
+    import numpy as np
 
     from fc_jax.sampling.streaming import StreamingSession, SwitchOptions
     from fc_jax.video import Mp4Writer
 
-    print(f"{WEIGHTS_LINE}: {'RANDOM (no --checkpoint)' if _CHECKPOINT.value is None else _CHECKPOINT.value}",
-          file=sys.stderr, flush=True)
-    dit_params, vae_params, context, random_weights = _load_weights(config, _CHECKPOINT.value,
-                                                                    jax.random.key(_SEED.value))
-    if random_weights:
-        print(f"no --checkpoint: RANDOM weights of config '{config.name}' (a smoke test, not a real video)",
-              file=sys.stderr)
-    reference, garment = _REFERENCE.value, _GARMENT.value
-    if reference is None or garment is None:  # (random weights: with --checkpoint both are required)
-        person, shirt = demo_images(config.video.height, config.video.width)
-        reference, garment = reference or person, garment or shirt
-        print("no --reference/--garment: using built-in drawings", file=sys.stderr)
-
+    config = job.config
+    source = {"random": "RANDOM (no --checkpoint)", "checkpoint": _CHECKPOINT.value,
+              "tinyworld": f"the tiny-world student in {job.weights}"}[job.mode]
+    if job.note:
+        print(job.note, file=sys.stderr)
+    print(f"{WEIGHTS_LINE}: {source}", file=sys.stderr, flush=True)
+    reference, garment, switches, prompt, case = _inputs(job)
+    dit_params, vae_params, context, light = _load_weights(job, prompt, jax.random.key(_SEED.value))
+    if job.mode == "random":
+        print(f"RANDOM weights of config '{config.name}' (a smoke test, not a real video)", file=sys.stderr)
     options = SwitchOptions(not _NO_REFRESH.value, not _NO_WITHDRAW.value, not _NO_DISENTANGLE.value,
                             _KEEP.value, _REBASE.value)
-    light = None
-    if _DECODER.value == "light":
-        light = _light_decoder_params(_CHECKPOINT.value, jax.random.key(_SEED.value))
     session = StreamingSession(config, dit_params, vae_params, context, seed=_SEED.value, switch=options,
                                decoder=_DECODER.value, light_decoder_params=light)
     start = time.perf_counter()
     session.start(reference, garment)
-    print(f"streaming {_FRAMES.value} frames to {_OUTPUT.value} (the first chunk compiles the student's steps) ...",
+    print(f"streaming {job.frames} frames to {_OUTPUT.value} (the first chunk compiles the student's steps) ...",
           file=sys.stderr, flush=True)
-    first_frame_s = None
+    first_frame_s, made = None, []
     writer = Mp4Writer(_OUTPUT.value, fps=config.video.fps, keep_partial=True)
     try:
         with writer:
-            for frames in session.stream(_FRAMES.value, switches):
+            for frames in session.stream(job.frames, switches):
                 if first_frame_s is None:
                     first_frame_s = time.perf_counter() - start
                 writer.write(frames)
+                if case is not None:
+                    made.append(frames)
     except BaseException as e:
         if writer.kept:
             reason = {KeyboardInterrupt: "Ctrl-C", SystemExit: "terminated"}.get(type(e), f"{type(e).__name__}: {e}")
-            print(f"{PROG}: stopped after {writer.frames_written} of {_FRAMES.value} frames ({reason}); the frames "
+            print(f"{PROG}: stopped after {writer.frames_written} of {job.frames} frames ({reason}); the frames "
                   f"made so far are in {writer.kept}", file=sys.stderr, flush=True)
         raise
     total = time.perf_counter() - start
-    return {
-        "config": config.name, "random_weights": random_weights, "decoder": _DECODER.value,
-        "frames": writer.frames_written,
+    summary = {
+        "config": config.name, "weights": job.mode if job.mode != "tinyworld" else job.weights,
+        "random_weights": job.mode == "random", "decoder": _DECODER.value, "frames": writer.frames_written,
         "size": [config.video.height, config.video.width], "switches": sorted(switches),
         "seconds": round(total, 2), "first_frame_seconds": round(first_frame_s, 2),
         "fps_including_compile": round(writer.frames_written / total, 2), "position_shifts": session.position_shifts,
         "output": _OUTPUT.value,
     }
+    if case is not None:
+        from fc_jax.tinyworld.demo import score
+
+        summary["prompt"] = prompt
+        summary["tinyworld_metrics"] = {k: round(v, 4) for k, v in score(np.concatenate(made), case).items()}
+    return summary
 
 
 def _terminated(signum, frame):
@@ -265,8 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         with cli.user_errors(PROG, _DEBUG.value):
-            switches = check_inputs(FLAGS.config)
-        print(json.dumps(_stream(FLAGS.config, switches)))
+            job = resolve_job(FLAGS.config)
+            check_inputs(job)
+        print(json.dumps(_stream(job)))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (Ctrl-C)", file=sys.stderr)
         raise SystemExit(130) from None

@@ -88,6 +88,10 @@ BAD_INPUTS = {
     "light-decoder-missing": (GEN, ["--checkpoint={ckpt}", "--decoder=light", *IMAGES],
                               "--decoder=light: --checkpoint={ckpt} has no light_decoder/ folder"),
     "decoder-unknown": (GEN, ["--decoder=taesd"], "flag --decoder=taesd: "),
+    "weights-and-checkpoint": (GEN, ["--weights={root}", "--checkpoint={ckpt}", *IMAGES],
+                               "--checkpoint and --weights each name a model; give one of them"),
+    "weights-and-config": (GEN, ["--weights={root}", "--config=tiny"], "--weights brings its own config"),
+    "weights-no-student": (GEN, ["--weights={root}"], "--weights={root}: no student.safetensors there"),
     "prompt-not-cached": (GEN, ["--checkpoint={ckpt}", "--prompt=never cached", *IMAGES],
                           "text_cache.npz does not hold the prompt 'never cached'"),
     "train-model-config": ("fc_jax.train", ["--config=configs/tiny.py", "--workdir={out}"],
@@ -107,6 +111,8 @@ def test_bad_input_exits_2_with_one_line_before_any_weights(files, tmp_path, cas
     argv = [fill(a) for a in args]
     if command == GEN and not any(a.startswith("--output=") for a in argv):
         argv.append(f"--output={out}/video.mp4")
+    if command == GEN and not any(a.startswith(("--config", "--weights", "--checkpoint")) for a in argv):
+        argv.insert(0, "--config=tiny")  # the random-weight tiny model, whatever tiny-world weights are installed
     done = _cli(command, *argv)
     assert done.returncode == 2, (case, done.returncode, done.stderr[-3000:])
     assert "Traceback" not in done.stderr and done.stdout == "", (case, done.stderr[-3000:])

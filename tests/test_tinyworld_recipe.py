@@ -31,8 +31,11 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     # A relative workdir (orbax reads no checkpoint metadata through a relative path; the export must not care).
     proc = _run(["fc_jax.tinyworld", "recipe", "--workdir=tw", "--variant=smoke"], env, cwd=tmp_path)
     log = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert list(log) == ["data", "vae", "text", "latents", "base"]
-    assert (log["vae"]["steps"], log["base"]["steps"], log["latents"]["skipped"]) == (4, 4, 0)
+    assert list(log) == ["data", "vae", "text", "latents", "base", "light_decoder", "sft", "teacher_forcing",
+                         "gr_dmd"]
+    assert [log[s]["steps"] for s in ("vae", "base", "light_decoder", "sft", "teacher_forcing", "gr_dmd")] == [
+        4, 4, 4, 4, 4, 2]
+    assert log["latents"]["skipped"] == 0
     assert all(v["wall_s"] > 0 for v in log.values())
     work = tmp_path / "tw"
     # The VAE stage evaluated its loss and reconstruction PSNR at steps 0, 2 and 4 (eval.jsonl), the base stage
@@ -42,7 +45,16 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     assert all(0 < r["eval/psnr_db"] < 60 for r in vae_evals)
     assert [r["step"] for r in _jsonl(work / "vae" / "metrics.jsonl")] == [1, 2, 3, 4]
     assert [r["step"] for r in _jsonl(work / "base" / "eval.jsonl")] == [0, 2, 4]
-    for params in ("vae_params", "base_params", "text/umt5"):
+    # The light decoder distilled the trained VAE's decoder (its PSNR against it evaluated at steps 0, 2, 4).
+    light_evals = _jsonl(work / "light_decoder" / "eval.jsonl")
+    assert [r["step"] for r in light_evals] == [0, 2, 4]
+    assert all(0 < r["eval/psnr_vs_full_db"] < 60 for r in light_evals)
+    # Stage 3 optimised the critic every iteration and the generator at the first, the VQ reward in its loss.
+    gr = _jsonl(work / "gr_dmd" / "metrics.jsonl")
+    assert [r["step"] for r in gr] == [1, 2] and "generator/loss" in gr[0] and "critic/loss" in gr[1]
+    assert sorted(np.load(work / "vq_palette.npz").files) == ["points", "segments", "sigma"]
+    for params in ("vae_params", "base_params", "text/umt5", "light_decoder_params", "sft_params",
+                   "teacher_forcing_params", "student_params"):
         assert (work / params / "_METADATA").exists() or any((work / params).iterdir())
     # A second run resumes: nothing is redone.
     again = json.loads(_run(["fc_jax.tinyworld", "recipe", "--workdir=tw", "--variant=smoke", "--steps=vae,base"],
@@ -53,11 +65,18 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     weights = tmp_path / "weights"
     _run(["fc_jax.tinyworld", "ship", f"--workdir={work}", f"--dst={weights}"], env)
     names = sorted(os.listdir(weights))
-    assert names == ["MODEL_CARD.md", "base.safetensors", "card.json", "curves", "tokenizer.json",
-                     "umt5.safetensors", "vae.safetensors"]
-    assert sorted(os.listdir(weights / "curves")) == ["base.png", "vae.png"]
+    parts = ["base", "light_decoder", "student", "teacher", "umt5", "vae"]
+    assert names == sorted(["MODEL_CARD.md", "card.json", "curves", "tokenizer.json",
+                            *(f"{p}.safetensors" for p in parts)])
+    assert sorted(os.listdir(weights / "curves")) == [f"{p}.png" for p in parts if p != "umt5"]
     card = json.loads((weights / "card.json").read_text())
-    assert card["configs"] == {"vae": "tinyworld_vae:smoke", "base": "tinyworld_base:smoke"}
+    assert card["configs"] == {"vae": "tinyworld_vae:smoke", "base": "tinyworld_base:smoke",
+                               "light_decoder": "tinyworld_light_decoder:smoke", "teacher": "tinyworld_sft:smoke",
+                               "student": "tinyworld_gr_dmd:smoke"}
+    from safetensors.numpy import load_file
+
+    assert {v.dtype for v in load_file(weights / "student.safetensors").values()} == {np.dtype(np.float16)}
+    assert {v.dtype for v in load_file(weights / "vae.safetensors").values()} == {np.dtype(np.float32)}
     assert "Not measured yet" in (weights / "MODEL_CARD.md").read_text()
 
     out = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--vae_samples=1",
@@ -69,3 +88,29 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     assert out["base_samples"] == 2 and 0 <= out["base_motion_accuracy"] <= 1
     assert 0 <= out["base_motion_accuracy_vae_ceiling"] <= 1
     assert out["recipe_wall_s"] == {k: v["wall_s"] for k, v in card["recipe"].items()}
+
+    # The light decoder beside the VAE's, read from the same weights folder (small configs for the 1280x704 figures).
+    smoke = ["--config=tinyworld_vae:smoke", "--light_config=tinyworld_light_decoder:smoke",
+             "--small_vae_config=tinyworld_vae:smoke", "--small_light_config=tinyworld_light_decoder:smoke"]
+    dec = json.loads(_run(["fc_jax.bench", "decoder", f"--weights={weights}", "--samples=1", "--repeats=1", *smoke],
+                          env).stdout.strip().splitlines()[-1])
+    assert dec["trained"] and dec["psnr_samples"] == 1
+    assert all(0 < dec[k] < 60 for k in ("psnr_vs_full_db", "psnr_vs_real_db", "full_psnr_vs_real_db"))
+    assert 0 < dec["flops_ratio_1280x704"] and dec["light_ms_per_frame"] > 0
+    both = subprocess.run([sys.executable, "-m", "fc_jax.bench", "decoder", f"--weights={weights}",
+                           f"--vae={work / 'vae_params'}", *smoke], cwd=REPO, env=env, capture_output=True, text=True)
+    assert both.returncode != 0 and "either it or --vae" in both.stderr
+
+    # The main job on these weights: the built-in held-out case, its switch at the middle chunk boundary, scored.
+    video = tmp_path / "demo.mp4"
+    summary = json.loads(_run(["fc_jax.generate", f"--weights={weights}", "--frames=21", f"--output={video}",
+                               "--decoder=light"], env).stdout.strip().splitlines()[-1])
+    assert (summary["weights"], summary["frames"], summary["switches"], summary["decoder"]) == (
+        str(weights), 21, [9], "light")
+    assert not summary["random_weights"] and video.stat().st_size > 0
+    m = summary["tinyworld_metrics"]
+    assert all(0 <= m[k] <= 1 for k in ("garment/hgc", "garment_after/hgc", "switch/leakage", "id/id", "vq/vq"))
+    assert 0 <= m["switch/latency"] <= 21 - 9
+    from fc_jax.tinyworld.demo import demo_case
+
+    assert summary["prompt"] == demo_case(21, 9, 64, 64).caption  # the smoke geometry's built-in case

@@ -1,16 +1,17 @@
-"""`python -m fc_jax.bench decoder [--vae=DIR --light_decoder=DIR --samples=8 --repeats=3]`: the light streaming
-decoder beside the VAE's decoder, in one process.
+"""`python -m fc_jax.bench decoder [--weights=DIR | --vae=DIR --light_decoder=DIR] [--samples=8 --repeats=3]`: the
+light streaming decoder beside the VAE's decoder, in one process.
 
 Prints one JSON object:
 - `light_ms_per_frame`, `full_ms_per_frame`: steady-state streaming decode of 3-latent chunks (12 frames) at the
   tiny world's 160x128 on this machine (median after the first chunk and a warm-up), with the `--vae` and
-  `--light_decoder` parameters (random ones of `--small_vae_config` / `--small_light_config` without them);
+  `--light_decoder` parameters, or the `vae` and `light_decoder` parts of the tiny-world weights folder
+  `--weights` (random ones of `--small_vae_config` / `--small_light_config` without either);
 - `light_gflop_per_frame_1280x704`, `full_gflop_per_frame_1280x704` and `flops_ratio_1280x704` (light / full):
   XLA's cost analysis of one later 3-latent chunk (12 frames) at 1280x704 (latent 80x44), the full decoder of
   `--config` (the 5B's VAE) and the light one of `--light_config`, on abstract shapes;
 - `light_chunk_peak_bytes_1280x704`, `full_chunk_peak_bytes_1280x704`: their ahead-of-time compiled peak memory
   (arguments + outputs + temporaries - donated aliases) for this machine's backend;
-- with `--vae` and `--light_decoder` (trained, e.g. the tiny world's): `psnr_vs_full_db` (the light decode of the
+- with `--weights`, or `--vae` and `--light_decoder` (trained, e.g. the tiny world's): `psnr_vs_full_db` (the light decode of the
   VAE's posterior-mean latents against the VAE's decode of them) and `psnr_vs_real_db` / `full_psnr_vs_real_db`
   (each against the rendered frames), over `--samples` held-out tiny-world videos.
 """
@@ -30,6 +31,8 @@ from fc_jax.config import config_file
 from fc_jax.models import light_decoder, vae
 
 FLAGS = flags.FlagValues()
+flags.DEFINE_string("weights", None, "a tiny-world weights folder (fc_jax.tinyworld.weights; e.g. the shipped "
+                    "one, fc_jax/tinyworld/weights) with vae and light_decoder parts", flag_values=FLAGS)
 flags.DEFINE_string("vae", None, "VAE parameter folder (e.g. a tiny-world recipe's vae_params)", flag_values=FLAGS)
 flags.DEFINE_string("light_decoder", None, "light decoder parameter folder (python -m fc_jax.export of a "
                     "light_decoder run)", flag_values=FLAGS)
@@ -54,6 +57,15 @@ def _load(path: str):
         raise cli.UserError(f"{path}: no such parameter folder (expected one written by python -m fc_jax.export "
                             "or the tiny-world recipe)")
     return jax.tree.map(jnp.asarray, load_params(os.path.abspath(path)))
+
+
+def _load_part(part: str, folder: str):
+    from fc_jax.tinyworld.weights import load_part
+
+    try:
+        return jax.tree.map(jnp.asarray, load_part(part, folder))
+    except FileNotFoundError as e:
+        raise cli.UserError(str(e)) from None
 
 
 def stream_ms_per_frame(decode_chunk, params, state, latents, repeats: int) -> float:
@@ -144,10 +156,15 @@ def run(f) -> dict:
     """The figures of the parsed flags `f`."""
     small = f.small_vae_config
     height, width, frames = small.video.height, small.video.width, small.video.num_frames
-    trained = f.vae is not None and f.light_decoder is not None
-    vae_params = _load(f.vae) if f.vae else vae.init_params(small, jax.random.key(1))
-    light_params = (_load(f.light_decoder) if f.light_decoder
-                    else light_decoder.init_params(f.small_light_config, jax.random.key(2)))
+    if f.weights and (f.vae or f.light_decoder):
+        raise cli.UserError("--weights names both parts; give either it or --vae / --light_decoder")
+    if f.weights:
+        vae_params, light_params = (_load_part(part, f.weights) for part in ("vae", "light_decoder"))
+    else:
+        vae_params = _load(f.vae) if f.vae else vae.init_params(small, jax.random.key(1))
+        light_params = (_load(f.light_decoder) if f.light_decoder
+                        else light_decoder.init_params(f.small_light_config, jax.random.key(2)))
+    trained = bool(f.weights) or (f.vae is not None and f.light_decoder is not None)
     result = {"trained": trained, **speed(vae_params, light_params, height, width, f.repeats)}
     result.update(big_figures(f.config, f.light_config))
     if trained:

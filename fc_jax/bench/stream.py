@@ -9,6 +9,9 @@ the streaming student on CPU at a small config, in one run —
 - switch_over_chunk: a garment switch (garment preprocessing + VAE encodes + cache rescheduling) / one chunk
   (DiT + VAE decode);
 - compiles_after_warmup: XLA compilations during the timed chunks and switches;
+- with a tiny-world student (`--weights`, default the shipped weights when they hold a student and a light
+  decoder): its chunk time at 160x128 with the VAE decoder, with the light decoder and for the DiT alone, as
+  frames per second (`stream_fps_vae`, `stream_fps_light`, `dit_only_fps`) and `light_over_dit_only_fps`;
 and, from `python -m fc_jax.bench memory --mode=student` in a subprocess, the ahead-of-time compiled peak memory
 of one 5B student chunk step (denoise read and commit) at 1280x704 with the authors' 23-frame window, bf16,
 cache included, on abstract shapes.
@@ -41,6 +44,8 @@ flags.DEFINE_integer("layers", 4, "transformer blocks", flag_values=FLAGS)
 flags.DEFINE_integer("size", 128, "video height = width (pixels)", flag_values=FLAGS)
 flags.DEFINE_integer("speedup_size", 256, "video size for cached_speedup (pixels)", flag_values=FLAGS)
 flags.DEFINE_integer("chunks", 40, "timed chunks with the window full", flag_values=FLAGS)
+flags.DEFINE_string("weights", None, "tiny-world weights folder with a student and a light decoder (default: the "
+                    "shipped one when it has both)", flag_values=FLAGS)
 flags.DEFINE_bool("skip_memory", False, "leave out the 5B chunk-step memory (its subprocess)", flag_values=FLAGS)
 
 
@@ -104,10 +109,57 @@ def _memory_5b() -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def tinyworld_folder(given: str | None) -> str | None:
+    """The tiny-world weights to time: `given` (UserError without a student and a light decoder), else the
+    shipped ones when they have both, else None."""
+    import os
+
+    from fc_jax.tinyworld import weights
+
+    folder = given or weights.SHIPPED
+    has = all(os.path.isfile(weights.part_path(p, folder)) for p in ("student", "light_decoder", "vae"))
+    if given and not has:
+        raise cli.UserError(f"--weights={given}: needs student, light_decoder and vae parts")
+    return folder if has else None
+
+
+def tinyworld_decoders(folder: str, chunks: int) -> dict:
+    """Frames per second of the tiny-world student's stream with each decoder and of its DiT alone (median
+    chunk after the window is full; 12 frames per later chunk)."""
+    from fc_jax.tinyworld import weights
+    from fc_jax.tinyworld.demo import demo_case
+
+    config = weights.configs(folder)["student"]
+    part = lambda name: jax.tree.map(jnp.asarray, weights.load_part(name, folder))
+    case = demo_case(45, None, config.video.height, config.video.width)
+    context = jnp.asarray(weights.text_encoder(config, folder)([case.caption])[0])
+    dit_params, vae_params, light = part("student"), part("vae"), part("light_decoder")
+    ms = {}
+    for decoder in ("vae", "light"):
+        session = StreamingSession(config, dit_params, vae_params, context, decoder=decoder,
+                                   light_decoder_params=light if decoder == "light" else None)
+        session.start(case.reference, case.garment)
+        for _ in range(session.spec.history_chunks + 2):
+            session.next_chunk()
+        ms[decoder] = statistics.median(_timed(session.next_chunk) for _ in range(chunks))
+        if decoder == "vae":
+            ms["dit"] = statistics.median(_timed(session.next_latents) for _ in range(chunks))
+    frames = 4 * config.student.chunk_frames
+    fps = {k: frames / (v / 1e3) for k, v in ms.items()}
+    return {"tinyworld_weights": folder, "tinyworld_size": [config.video.height, config.video.width],
+            "chunk_ms_vae": round(ms["vae"], 2), "chunk_ms_light": round(ms["light"], 2),
+            "chunk_ms_dit_only": round(ms["dit"], 2), "stream_fps_vae": round(fps["vae"], 2),
+            "stream_fps_light": round(fps["light"], 2), "dit_only_fps": round(fps["dit"], 2),
+            "light_over_dit_only_fps": round(fps["light"] / fps["dit"], 3)}
+
+
 def main(argv: list[str] | None = None) -> None:
     """`argv`: the arguments after `python -m fc_jax.bench stream`."""
-    cli.parse(FLAGS, "python -m fc_jax.bench stream", argv, description=__doc__)
+    prog = "python -m fc_jax.bench stream"
+    cli.parse(FLAGS, prog, argv, description=__doc__)
     args = FLAGS
+    with cli.user_errors(prog):
+        folder = tinyworld_folder(args.weights)
 
     config = _small_config(args.dim, args.layers, args.size)
     model = dit.build_model(config)
@@ -148,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         "switch_over_chunk": round(statistics.median(switch_ms) / chunk, 3),
         "compiles_after_warmup": counter.count,
     }
+    if folder is not None:
+        result.update(tinyworld_decoders(folder, min(args.chunks, 20)))
     if not args.skip_memory:
         result["memory_5b_1280x704_bf16"] = _memory_5b()
     emit(result)

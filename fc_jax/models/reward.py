@@ -182,3 +182,19 @@ def reward_target_shapes(config: CLIPVisionConfig) -> dict:
     pixels = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, 3), jnp.float32)
     return jax.eval_shape(lambda x: AestheticReward(config).init(jax.random.key(0), x), pixels)["params"]
 
+
+def palette_purity_scores(params: dict, frames: jax.Array) -> jax.Array:
+    """Rendering purity of `frames` float [N, H, W, 3] in [-1, 1] -> float32 [N] in [0, 1], differentiable: the
+    mean over pixels of a soft-OR over a palette of exp(-d^2 / (2 sigma^2)), 1 - prod_k (1 - exp(...)), d the
+    RGB distance (0..255 units) to each palette point and each colour segment (a gradient's run of colours).
+    `params`: {"points" [P, 3], "segments" [S, 2, 3] (start and end colours), "sigma" []} (e.g. the tiny world's
+    VQ palette, `fc_jax.tinyworld.metrics.vq_palette_params`)."""
+    points, segments = jnp.asarray(params["points"]), jnp.asarray(params["segments"])
+    a, ab = segments[:, 0], segments[:, 1] - segments[:, 0]
+    px = (jnp.asarray(frames, jnp.float32) + 1.0) * 127.5
+    d2p = jnp.sum((px[..., None, :] - points) ** 2, -1)
+    t = jnp.clip(jnp.sum((px[..., None, :] - a) * ab, -1) / jnp.sum(ab * ab, -1), 0, 1)
+    d2s = jnp.sum((px[..., None, :] - a - t[..., None] * ab) ** 2, -1)
+    near = jnp.exp(-jnp.concatenate([d2p, d2s], -1) / (2 * jnp.square(params["sigma"])))
+    purity = 1 - jnp.exp(jnp.sum(jnp.log(jnp.clip(1 - near, 1e-6, 1)), -1))
+    return jnp.mean(purity, axis=(-2, -1))

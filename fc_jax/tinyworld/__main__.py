@@ -4,8 +4,9 @@
 data set (through `fc_jax.data.triplets.write_dataset`; progress is logged) and prints its splits as JSON.
 `look --out=DIR [--seeds=0,1,2]` saves per seed a PNG strip (reference, garment image, five video frames; 2x,
 nearest) and prints its path and captions as JSON lines. Both take `--height`, `--width`, `--num_frames`.
-`recipe --workdir=DIR [--steps=data,vae,text,latents,base]` renders the data, trains the VAE, writes the text encoder,
-encodes the latents and trains the base model (`fc_jax.tinyworld.recipe`); run it again to resume.
+`recipe --workdir=DIR [--steps=data,vae,...,gr_dmd]` renders the data, trains the VAE, writes the text encoder,
+encodes the latents, trains the base model and the light decoder, then the method's three stages
+(`fc_jax.tinyworld.recipe`); run it again to resume.
 `ship --workdir=DIR [--bench=FILE] [--dst=DIR]` writes its models, curves and model card as a weights folder
 (default: the package's own, `fc_jax/tinyworld/weights`); FILE is `python -m fc_jax.bench tinyworld`'s JSON.
 """
@@ -17,6 +18,8 @@ import logging
 import os
 
 from absl import flags
+
+from fc_jax.tinyworld.recipe import STEPS as RECIPE_STEPS
 
 from fc_jax import cli
 
@@ -51,7 +54,7 @@ _geometry(LOOK)
 RECIPE = flags.FlagValues()
 flags.DEFINE_string("workdir", None, "the recipe's folder (resumed when it exists)", flag_values=RECIPE)
 flags.mark_flag_as_required("workdir", flag_values=RECIPE)
-flags.DEFINE_list("steps", ["data", "vae", "text", "latents", "base"], "recipe steps to run, in the recipe's order",
+flags.DEFINE_list("steps", list(RECIPE_STEPS), "recipe steps to run, in the recipe's order",
                   flag_values=RECIPE)
 flags.DEFINE_enum("variant", "", ["", "smoke"], "the configs' variant: smoke = a few steps of each, smallest sizes",
                   flag_values=RECIPE)

@@ -17,7 +17,14 @@ import numpy as np
 
 from fc_jax.tinyworld import recipe, weights
 
-CURVES = {"vae": ("loss", "eval/psnr_db"), "base": ("loss", "eval/loss")}
+# part -> (the recipe step that trained it, its training curve, its evaluation curve).
+CURVES = {"vae": ("vae", "loss", "eval/psnr_db"), "base": ("base", "loss", "eval/loss"),
+          "light_decoder": ("light_decoder", "loss", "eval/psnr_vs_full_db"),
+          "teacher": ("sft", "loss", "eval/loss"), "student": ("gr_dmd", "critic/loss", "generator/loss")}
+# part -> its parameters in the recipe's workdir (`recipe.paths` keys); the DiTs are written in half precision.
+SOURCES = {"vae": "vae_params", "base": "base_params", "light_decoder": "light_decoder_params",
+           "teacher": "sft_params", "student": "student_params"}
+HALF = ("base", "teacher", "student")
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -29,7 +36,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 def plot_curves(run_dir: str, out_png: str, title: str, train_key: str, eval_key: str) -> None:
     """PNG of the run's training `train_key` per step (raw and a 25-step running mean) beside `eval_key` per
-    evaluation (from metrics.jsonl and eval.jsonl)."""
+    evaluation (eval.jsonl), or per logged step for a stage that logs it in training (metrics.jsonl)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,6 +44,10 @@ def plot_curves(run_dir: str, out_png: str, title: str, train_key: str, eval_key
 
     train = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if train_key in r]
     evals = [r for r in read_jsonl(os.path.join(run_dir, "eval.jsonl")) if eval_key in r]
+    source = "eval split"
+    if not evals:
+        evals = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if eval_key in r]
+        source = "training"
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     if train:
         steps, values = np.array([r["step"] for r in train]), np.array([r[train_key] for r in train])
@@ -48,31 +59,40 @@ def plot_curves(run_dir: str, out_png: str, title: str, train_key: str, eval_key
     a.set(xlabel="step", title=f"{title}: training {train_key}")
     if evals:
         b.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-")
-    b.set(xlabel="step", title=f"{title}: {eval_key} (eval split)")
+    b.set(xlabel="step", title=f"{title}: {eval_key} ({source})")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
 
 
+def shipped_parts(workdir: str) -> tuple[str, ...]:
+    """The recipe's trained parts that `ship` writes: vae and base, and each of light_decoder, teacher and
+    student whose parameters the recipe has made."""
+    p = recipe.paths(workdir)
+    return tuple(part for part in SOURCES if part in ("vae", "base") or os.path.exists(p[SOURCES[part]]))
+
+
 def write_weights(workdir: str, dst: str, bench: dict | None = None) -> dict:
-    """Write the recipe's trained parts (fp32 safetensors), the tokenizer, curves, `card.json` and
-    `MODEL_CARD.md` into `dst` (replaced); returns the card."""
+    """Write the recipe's trained parts (safetensors: the DiTs in float16, the rest float32), the tokenizer,
+    curves, `card.json` and `MODEL_CARD.md` into `dst` (replaced); returns the card."""
     from fc_jax.convert.common import load_params
 
     p = recipe.paths(workdir)
+    parts = shipped_parts(workdir)
     tmp = dst.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "curves"))
-    for part, source in (("vae", p["vae_params"]), ("base", p["base_params"]), ("umt5", p["umt5"])):
-        weights.save_tree(load_params(os.path.abspath(source)), weights.part_path(part, tmp), np.float32)
+    for part, source in [(part, p[SOURCES[part]]) for part in parts] + [("umt5", p["umt5"])]:
+        weights.save_tree(load_params(os.path.abspath(source)), weights.part_path(part, tmp),
+                          np.float16 if part in HALF else np.float32)
     shutil.copy(p["tokenizer"], weights.part_path("tokenizer", tmp))
-    for stage, run in (("vae", p["vae_run"]), ("base", p["base_run"])):
-        plot_curves(run, os.path.join(tmp, "curves", f"{stage}.png"), stage, *CURVES[stage])
+    runs = {part: p[f"{CURVES[part][0]}_run"] for part in parts}
+    for part, run in runs.items():
+        plot_curves(run, os.path.join(tmp, "curves", f"{part}.png"), part, *CURVES[part][1:])
     log = json.load(open(p["log"]))
-    card = {"recipe": log, "configs": {s: log[s]["config"] for s in ("vae", "base")},
+    card = {"recipe": log, "configs": {part: log[CURVES[part][0]]["config"] for part in parts},
             "text_seed": recipe.TEXT_SEED, "metrics": bench or {},
-            "evaluations": {s: read_jsonl(os.path.join(run, "eval.jsonl"))
-                            for s, run in (("vae", p["vae_run"]), ("base", p["base_run"]))}}
+            "evaluations": {s: read_jsonl(os.path.join(run, "eval.jsonl")) for s, run in runs.items()}}
     with open(os.path.join(tmp, "card.json"), "w") as f:
         json.dump(card, f, indent=1)
     with open(os.path.join(tmp, "MODEL_CARD.md"), "w") as f:
@@ -96,7 +116,8 @@ def model_card(card: dict, size: int) -> str:
         f"Trained on this project's 2-core CPU by `python -m fc_jax.tinyworld recipe` (configs "
         f"`{card['configs']['vae']}`, `{card['configs']['base']}`); measured by `python -m fc_jax.bench "
         "tinyworld` on the held-out split (combinations never seen in training).", "",
-        f"- Files: `vae.safetensors`, `base.safetensors`, `umt5.safetensors` (fp32), `tokenizer.json`; "
+        f"- Files: {', '.join(f'`{s}.safetensors`' for s in (*card['configs'], 'umt5'))} (the DiTs "
+        f"{', '.join(h for h in HALF if h in card['configs'])} in float16, the rest float32), `tokenizer.json`; "
         f"{size / 2**20:.1f} MiB in all.",
         f"- VAE (the Wan2.2 VAE architecture, width {v.vae.encoder_dim}, {v.vae.encoder_res_blocks} / "
         f"{v.vae.decoder_res_blocks} residual blocks per encoder / decoder stage; 48-channel latents, 16x spatial, "
@@ -110,12 +131,38 @@ def model_card(card: dict, size: int) -> str:
         f"{b.video.num_frames} frames): {r.get('base', {}).get('steps', '?')} steps of {b.train.global_batch} "
         f"videos, flow matching (shift {b.sampling.shift}), {b.train.text_drop_prob:.0%} text dropout, "
         f"{b.optim.schedule} learning rate from {b.optim.lr}; EMA {b.train.ema_decay} shipped.",
-        f"- Wall time per recipe step (s): {json.dumps(wall)}.", "",
-        "## Measured", "",
     ]
+    if "light_decoder" in card["configs"]:
+        d = load_config(card["configs"]["light_decoder"])
+        lines.append(
+            f"- Light decoder (`fc_jax.models.light_decoder`, {d.light_decoder.width} wide, {d.light_decoder.blocks} "
+            f"memory blocks, upsampling widths {tuple(d.light_decoder.up_widths)}): "
+            f"{r.get('light_decoder', {}).get('steps', '?')} steps of {d.train.global_batch} clips distilled from "
+            f"the VAE decoder (+ {d.light_decoder_train.real_weight} x the real frames), {d.optim.schedule} "
+            f"learning rate from {d.optim.lr}; EMA {d.train.ema_decay} shipped.")
+    if "teacher" in card["configs"]:
+        t = load_config(card["configs"]["teacher"])
+        lines.append(
+            f"- Teacher (stage 1, in-context SFT from the base: [reference, garment, noisy video] tokens, the "
+            f"reference wearing another garment): {r.get('sft', {}).get('steps', '?')} steps of "
+            f"{t.train.global_batch}, {t.train.text_drop_prob:.0%} text dropout, mixed captions "
+            f"({t.train.dynamic_caption_prob:.0%} dynamic only), {t.optim.schedule} learning rate from {t.optim.lr}; "
+            f"EMA {t.train.ema_decay} shipped.")
+    if "student" in card["configs"]:
+        g = load_config(card["configs"]["student"])
+        lines.append(
+            f"- Student (stage 2, teacher forcing, {r.get('teacher_forcing', {}).get('steps', '?')} steps; stage 3, "
+            f"{'GR-DMD' if g.distill.reward != 'none' else 'DMD'} with the self-forcing rollout over "
+            f"{g.distill.num_chunks} chunks of {g.student.chunk_frames} latent frames, reward {g.distill.reward}, "
+            f"tau {g.distill.temperature}, {r.get('gr_dmd', {}).get('steps', '?')} iterations of {g.train.global_batch}; "
+            f"{len(g.sampling.student_timesteps)} denoising steps per chunk): the generator's EMA "
+            f"{g.distill.ema_decay} shipped.")
+    lines += [f"- Wall time per recipe step (s): {json.dumps(wall)}.", "", "## Measured", ""]
     if m:
         lines += ["```json", json.dumps(m, indent=1), "```"]
     else:
         lines += ["Not measured yet: run `python -m fc_jax.bench tinyworld --weights=<this folder>`."]
-    lines += ["", "## Curves", "", "![vae](curves/vae.png)", "", "![base](curves/base.png)", ""]
+    lines += ["", "## Curves", ""]
+    for stage in card["configs"]:
+        lines += [f"![{stage}](curves/{stage}.png)", ""]
     return "\n".join(lines)

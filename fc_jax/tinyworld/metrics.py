@@ -542,22 +542,19 @@ def vq_score(frames) -> np.ndarray:
     return np.array([_vq_pixels_np(px[i]).mean() for i in range(len(px))], np.float64)
 
 
+def vq_palette_params() -> dict[str, np.ndarray]:
+    """The VQ score's palette and tolerance as the parameters of `fc_jax.models.reward.palette_purity_scores`
+    (the stage-3 reward's `distill.reward_from`, saved with `np.savez`)."""
+    points, segments = _vq_palette_arrays()
+    return {"points": points, "segments": segments, "sigma": np.float32(VQ_SIGMA)}
+
+
 def vq_score_jax(frames):
     """The same score as `vq_score`, in JAX and differentiable (the stage-3 reward): `frames` float [N, H, W, 3]
     in [-1, 1] -> float32 [N]."""
-    import jax.numpy as jnp
+    from fc_jax.models.reward import palette_purity_scores
 
-    points, segs = _vq_palette_arrays()
-    points, a = jnp.asarray(points), jnp.asarray(segs[:, 0])
-    ab = jnp.asarray(segs[:, 1] - segs[:, 0])
-    px = (jnp.asarray(frames, jnp.float32) + 1.0) * 127.5
-    d2p = jnp.sum((px[..., None, :] - points) ** 2, -1)
-    t = jnp.clip(jnp.sum((px[..., None, :] - a) * ab, -1) / jnp.sum(ab * ab, -1), 0, 1)
-    d2s = jnp.sum((px[..., None, :] - a - t[..., None] * ab) ** 2, -1)
-    d2 = jnp.concatenate([d2p, d2s], -1)
-    e = jnp.exp(-d2 / (2 * VQ_SIGMA**2))
-    s = 1 - jnp.exp(jnp.sum(jnp.log(jnp.clip(1 - e, 1e-6, 1)), -1))
-    return jnp.mean(s, axis=(-2, -1))
+    return palette_purity_scores(vq_palette_params(), frames)
 
 
 def vq_metrics(video) -> dict:

@@ -1,6 +1,6 @@
 """The tiny world's recipe: every model of the tiny world, trained in order on this machine, resumable.
 
-    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld [--steps=data,vae,text,latents,base]
+    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld [--steps=data,vae,text,latents,base,light_decoder]
 
 Steps, each skipped when its output is complete (a stopped run resumes where it stopped):
 0. `data`: the tiny-world triplets (`FashionTriplets`) at WORKDIR/data: `data.tinyworld_examples` train records
@@ -16,6 +16,16 @@ Steps, each skipped when its output is complete (a stopped run resumes where it 
    by chunks) into a `FashionLatents` data set at WORKDIR/latents (train and eval splits).
 4. `base`: the `base` stage (`tinyworld_base` config) on those latents in WORKDIR/base, its EMA parameters
    exported to WORKDIR/base_params.
+5. `light_decoder`: the `light_decoder` stage (`tinyworld_light_decoder` config) distilling WORKDIR/vae_params's
+   decoder on WORKDIR/data's clips in WORKDIR/light_decoder, its EMA parameters exported to
+   WORKDIR/light_decoder_params.
+The method (issue "the method on the tiny world"), each stage from the one before, EMA parameters exported:
+6. `sft`: stage 1, the in-context teacher (`tinyworld_sft`) from WORKDIR/base_params -> WORKDIR/sft_params.
+7. `teacher_forcing`: stage 2 (`tinyworld_teacher_forcing`) from WORKDIR/sft_params ->
+   WORKDIR/teacher_forcing_params.
+8. `gr_dmd`: stage 3 (`tinyworld_gr_dmd`: generator from stage 2, critic and real score from stage 1, the tiny
+   VQ score of WORKDIR/vae_params's frames, its palette saved as WORKDIR/vq_palette.npz, as the reward) ->
+   WORKDIR/student_params (the generator's EMA).
 Each step's wall time is added to WORKDIR/recipe.json (for the model card).
 """
 
@@ -30,13 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STEPS = ("data", "vae", "text", "latents", "base")
+STEPS = ("data", "vae", "text", "latents", "base", "light_decoder", "sft", "teacher_forcing", "gr_dmd")
 LATENT_SPLITS = ("train", "eval")  # the bench renders the held-out split itself
 TEXT_SEED = 0  # the tiny umT5's random initialisation (frozen: never trained)
 
 
 def config_name(stage: str, variant: str = "") -> str:
-    """The packaged config of recipe stage `stage` (vae | base) at `variant` ("" or "smoke")."""
+    """The packaged config of recipe stage `stage` (vae | base | light_decoder) at `variant` ("" or "smoke")."""
     return f"tinyworld_{stage}" + (f":{variant}" if variant else "")
 
 
@@ -58,13 +68,48 @@ def base_config(workdir: str, variant: str = ""):
     return config
 
 
+def light_decoder_config(workdir: str, variant: str = ""):
+    """The recipe's `light_decoder` stage config: WORKDIR/data's clips, WORKDIR/vae_params as the teacher."""
+    from fc_jax.config import load_config
+
+    config = load_config(config_name("light_decoder", variant))
+    config.data.data_dir = os.path.join(workdir, "data")
+    config.light_decoder_train.teacher = os.path.abspath(paths(workdir)["vae_params"])
+    return config
+
+
+def method_config(stage: str, workdir: str, variant: str = ""):
+    """The recipe's config of method stage `stage` (sft | teacher_forcing | gr_dmd), reading WORKDIR/latents and
+    initialised from the stage before it."""
+    from fc_jax.config import load_config
+
+    p = paths(workdir)
+    config = load_config(config_name(stage, variant))
+    config.data.data_dir = os.path.join(workdir, "latents")
+    absolute = lambda key: os.path.abspath(p[key])
+    if stage == "sft":
+        config.train.init_from = absolute("base_params")
+    elif stage == "teacher_forcing":
+        config.train.init_from = absolute("sft_params")
+    else:
+        config.distill.update(dict(generator_from=absolute("teacher_forcing_params"),
+                                   teacher_from=absolute("sft_params"), vae_from=absolute("vae_params"),
+                                   reward_from=absolute("vq_palette")))
+    return config
+
+
 def paths(workdir: str) -> dict[str, str]:
     """Where each output lives under WORKDIR."""
     j = lambda *p: os.path.join(workdir, *p)
     return {"vae_run": j("vae"), "vae_raw_params": j("vae_raw_params"), "vae_params": j("vae_params"),
             "triplets": j("data"), "tokenizer": j("text", "tokenizer.json"), "umt5": j("text", "umt5"),
             "latents": j("latents"),
-            "base_run": j("base"), "base_params": j("base_params"), "log": j("recipe.json")}
+            "base_run": j("base"), "base_params": j("base_params"),
+            "light_decoder_run": j("light_decoder"), "light_decoder_params": j("light_decoder_params"),
+            "sft_run": j("sft"), "sft_params": j("sft_params"),
+            "teacher_forcing_run": j("teacher_forcing"), "teacher_forcing_params": j("teacher_forcing_params"),
+            "gr_dmd_run": j("gr_dmd"), "student_params": j("student_params"), "vq_palette": j("vq_palette.npz"),
+            "log": j("recipe.json")}
 
 
 def _record(workdir: str, step: str, seconds: float, **extra) -> None:
@@ -87,7 +132,7 @@ def _train_and_export(config, run_dir: str, params_dir: str) -> dict:
     if summary["preempted"]:
         raise SystemExit(f"stopped at step {summary['step']}; run the recipe again to resume")
     if not os.path.exists(params_dir):
-        export_parameters(run_dir, params_dir, which="ema_params")
+        export_parameters(run_dir, params_dir)  # the stage's default: its EMA parameters
     return summary
 
 
@@ -165,7 +210,32 @@ def step_base(workdir: str, variant: str) -> dict:
             "last_metrics": summary["last_metrics"]}
 
 
-RUNNERS = {"data": step_data, "vae": step_vae, "text": step_text, "latents": step_latents, "base": step_base}
+def step_light_decoder(workdir: str, variant: str) -> dict:
+    p = paths(workdir)
+    summary = _train_and_export(light_decoder_config(workdir, variant), p["light_decoder_run"],
+                                p["light_decoder_params"])
+    return {"config": config_name("light_decoder", variant), "steps": summary["step"],
+            "last_metrics": summary["last_metrics"]}
+
+
+def _method_step(stage: str, params_key: str):
+    def step(workdir: str, variant: str) -> dict:
+        p = paths(workdir)
+        if stage == "gr_dmd" and not os.path.exists(p["vq_palette"]):  # the reward's parameters
+            from fc_jax.tinyworld.metrics import vq_palette_params
+
+            np.savez(p["vq_palette"], **vq_palette_params())
+        summary = _train_and_export(method_config(stage, workdir, variant), p[f"{stage}_run"], p[params_key])
+        return {"config": config_name(stage, variant), "steps": summary["step"],
+                "last_metrics": summary["last_metrics"]}
+
+    return step
+
+
+RUNNERS = {"data": step_data, "vae": step_vae, "text": step_text, "latents": step_latents, "base": step_base,
+           "light_decoder": step_light_decoder, "sft": _method_step("sft", "sft_params"),
+           "teacher_forcing": _method_step("teacher_forcing", "teacher_forcing_params"),
+           "gr_dmd": _method_step("gr_dmd", "student_params")}
 
 
 def run_recipe(workdir: str, steps=STEPS, variant: str = "") -> dict:

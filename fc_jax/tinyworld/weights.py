@@ -2,7 +2,8 @@
 
 Layout of a weights folder (the shipped one, or one written by `python -m fc_jax.tinyworld ship` from a recipe's
 workdir):
-- `vae.safetensors`, `base.safetensors`, `umt5.safetensors`: parameter trees, one tensor per leaf named by its
+- `vae.safetensors`, `base.safetensors`, `umt5.safetensors`, and once trained `light_decoder.safetensors`,
+  `teacher.safetensors` (stage 1) and `student.safetensors` (stage 3, the generator's EMA): parameter trees, one tensor per leaf named by its
   path joined with "/" (e.g. `encoder/conv_in/kernel`), in the dtype they were written in (read back as fp32);
 - `tokenizer.json`: the word-level tokenizer (`fc_jax.tinyworld.text`);
 - `card.json` + `MODEL_CARD.md` + `curves/*.png`: recipe, steps, wall times and measured metrics.
@@ -18,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-PARTS = ("vae", "base", "umt5")
+PARTS = ("vae", "base", "umt5", "light_decoder", "teacher", "student")
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
@@ -66,7 +67,7 @@ def load_tree(path: str) -> dict:
 
 
 def part_path(name: str, folder: str | None = None) -> str:
-    """The file of part `name` (vae | base | umt5 | tokenizer) in `folder` (default: the shipped weights)."""
+    """The file of part `name` (vae | base | umt5 | light_decoder | teacher | student | tokenizer) in `folder` (default: the shipped weights)."""
     folder = folder or SHIPPED
     if name == "tokenizer":
         return os.path.join(folder, "tokenizer.json")
@@ -76,7 +77,7 @@ def part_path(name: str, folder: str | None = None) -> str:
 
 
 def load_part(name: str, folder: str | None = None) -> dict:
-    """The parameters of part `name` (vae | base | umt5) from `folder` (default: the shipped weights)."""
+    """The parameters of part `name` (vae | base | umt5 | light_decoder | teacher | student) from `folder` (default: the shipped weights)."""
     return load_tree(part_path(name, folder))
 
 
@@ -87,8 +88,9 @@ def card(folder: str | None = None) -> dict:
 
 
 def configs(folder: str | None = None) -> dict:
-    """{"vae": config, "base": config}: the packaged configs the weights were trained with (card.json's; the
-    recipe's own configs for a folder without a card)."""
+    """{part: config} for the trained parts (vae, base, and light_decoder, teacher, student where shipped): the
+    packaged configs they were trained with (card.json's; the recipe's own vae and base configs for a folder
+    without a card)."""
     from fc_jax.config import load_config
 
     names = card(folder).get("configs", {"vae": "tinyworld_vae", "base": "tinyworld_base"})

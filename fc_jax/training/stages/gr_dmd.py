@@ -16,6 +16,8 @@ exit step) between the two steps.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,22 +41,33 @@ def _load(path: str, config, abstract_params, what: str):
         raise ValueError(f"config.distill.{what} = {path!r}: could not load DiT parameters from it: {e}") from e
 
 
+REWARDS = ("aesthetic", "palette_purity", "none")
+
+
 def configured_reward(config) -> distill.LatentReward | None:
-    """The reward of `config.distill.reward` on latents (VAE decode -> aesthetic score per frame), or None for
-    plain DMD."""
+    """The reward of `config.distill.reward` on latents, or None for plain DMD ("none"): VAE decode
+    (`distill.vae_from`) -> per-frame scores, "aesthetic" (CLIP ViT-L/14 + LAION head, `distill.reward_from` an
+    orbax folder) or "palette_purity" (`fc_jax.models.reward.palette_purity_scores`, its palette the .npz
+    `distill.reward_from`: the tiny world's VQ score)."""
     d = config.distill
     if d.reward == "none":
         return None
-    if d.reward != "aesthetic":
-        raise ValueError(f"config.distill.reward {d.reward!r}: expected 'aesthetic' or 'none'")
+    if d.reward not in REWARDS:
+        raise ValueError(f"config.distill.reward {d.reward!r}: expected one of {REWARDS}")
     if not d.vae_from or not d.reward_from:
-        raise ValueError("config.distill.reward='aesthetic' needs config.distill.vae_from and reward_from (fc_jax "
-                         "orbax folders written by `python -m fc_jax.convert`); or set reward='none' for plain DMD")
+        raise ValueError(f"config.distill.reward={d.reward!r} needs config.distill.vae_from and reward_from (an fc_jax "
+                         "orbax folder written by `python -m fc_jax.convert`, and the reward's parameters); or set "
+                         "reward='none' for plain DMD")
     from fc_jax.convert.common import load_params
     from fc_jax.models import reward, vae
 
+    vae_params = load_params(os.path.abspath(d.vae_from), vae.abstract_params(config))
+    if d.reward == "palette_purity":
+        with np.load(d.reward_from) as palette:
+            params = {k: jnp.asarray(palette[k], jnp.float32) for k in ("points", "segments", "sigma")}
+        return distill.make_reward(vae_params, reward.palette_purity_scores, params, vae_dtype=config.vae.dtype)
     clip = reward.CLIPVisionConfig()
-    return distill.make_reward(load_params(d.vae_from, vae.abstract_params(config)), reward.aesthetic_scores(clip),
+    return distill.make_reward(vae_params, reward.aesthetic_scores(clip),
                                load_params(d.reward_from, reward.reward_target_shapes(clip)),
                                vae_dtype=config.vae.dtype)
 

@@ -1,0 +1,44 @@
+"""Stage 3 on the tiny world (issue "the method on the tiny world"): gradient-reweighted DMD with the self-forcing
+rollout (fc_jax.training.stages.gr_dmd), generator from tiny-world stage 2, critic and frozen real score from the
+stage-1 teacher, and the tiny world's differentiable VQ score (rendering purity of the frames the tiny VAE decodes:
+`palette_purity` with the world's palette, `fc_jax.tinyworld.metrics.vq_palette_params`, which the recipe saves as
+WORKDIR/vq_palette.npz) as the reward R, τ = 0.2.
+
+    python -m fc_jax.train --config=tinyworld_gr_dmd --workdir=runs/tinyworld/gr_dmd \
+        --config.data.data_dir=runs/tinyworld/latents \
+        --config.distill.generator_from=runs/tinyworld/teacher_forcing_params \
+        --config.distill.teacher_from=runs/tinyworld/sft_params --config.distill.vae_from=runs/tinyworld/vae_params \
+        --config.distill.reward_from=runs/tinyworld/vq_palette.npz
+
+Variants: `:naive` (plain DMD, no reward: Table 3's baseline), `:smoke` (the suite's few-step run).
+"""
+
+import ml_collections
+
+from fc_jax.configs import gr_dmd, tinyworld_sft
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in ("", "naive", "smoke"):
+        raise ValueError(f"unknown variant {variant!r} of tinyworld_gr_dmd; expected '', 'naive' or 'smoke'")
+    c = tinyworld_sft.get_config("smoke" if variant == "smoke" else "")
+    c.name = "tinyworld_gr_dmd" + (f"_{variant}" if variant else "")
+    c.stage = "gr_dmd"
+    upstream = gr_dmd.get_config("tiny")
+    c.distill = upstream.distill
+    c.critic_optim = upstream.critic_optim
+    # The 45-frame videos: 12 latent frames = 4 chunks of 3, all in the training rollout's window (2 condition
+    # frames + 12), the conditions and the first chunk the sink, as the 5B's 2 + 21 / 5.
+    c.student.update(dict(chunk_frames=3, window_frames=14, sink_frames=5))
+    c.distill.update(dict(num_chunks=4, generator_every=5, guidance_scale=3.0, temperature=0.2,
+                          reward="none" if variant == "naive" else "palette_purity", ema_decay=0.99, ema_start=50))
+    c.optim.update(dict(lr=5e-5, b1=0.0, b2=0.999, warmup_steps=0, schedule="constant", clip_norm=10.0,
+                        grad_accum_steps=1))
+    c.critic_optim.update(dict(lr=5e-5, b1=0.0, b2=0.999, warmup_steps=0, schedule="constant", clip_norm=10.0,
+                               grad_accum_steps=1))
+    c.train.update(dict(steps=400, global_batch=4, text_drop_prob=0.0, dynamic_caption_prob=0.7, eval_every=100))
+    if variant == "smoke":  # the smoke geometry: 3 latent frames, one chunk
+        c.student.update(dict(window_frames=8, sink_frames=2))  # conditions + 1 history chunk + the chunk
+        c.distill.update(dict(num_chunks=1, ema_start=0))
+        c.train.update(dict(steps=2, global_batch=2, eval_every=2))
+    return c
