@@ -257,8 +257,10 @@ def _load_weights(job: Job, prompt: str, key):
     if job.mode == "tinyworld":
         from fc_jax.tinyworld import weights
 
+        from fc_jax.text import EmbeddingCache
+
         part = lambda name: jax.tree.map(jnp.asarray, weights.load_part(name, job.weights))
-        embeddings, _ = weights.text_encoder(config, job.weights)([prompt])
+        embeddings, _ = EmbeddingCache(config.umt5.text_len, weights.text_encoder(config, job.weights))([prompt])
         light = part("light_decoder") if _DECODER.value == "light" else None
         return part("student"), part("vae"), jnp.asarray(embeddings), light
 

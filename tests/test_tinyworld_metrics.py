@@ -276,8 +276,10 @@ def test_switch_clean_vs_delayed_vs_leaky_vs_jump(switch_case):
     delayed = g.video.copy()
     delayed[SWITCH:SWITCH + 6] = old.video[SWITCH:SWITCH + 6]
     assert sw(delayed)["latency"] == 6
+    assert clean["new_share_chunk"] >= 0.9 and sw(delayed)["new_share_chunk"] < clean["new_share_chunk"] - 0.3
     never = sw(old.video)
     assert never["switched"] == 0 and never["latency"] == len(g.video) - SWITCH and never["leakage"] >= 0.95
+    assert never["new_share_chunk"] <= 0.05
     # Leaky: a third of the garment's rows keep the old garment after the switch.
     leaky = g.video.copy()
     rows = (np.arange(g.spec.height) % 3 == 0)[None, :, None]

@@ -126,13 +126,14 @@ def tinyworld_folder(given: str | None) -> str | None:
 def tinyworld_decoders(folder: str, chunks: int) -> dict:
     """Frames per second of the tiny-world student's stream with each decoder and of its DiT alone (median
     chunk after the window is full; 12 frames per later chunk)."""
+    from fc_jax.text import EmbeddingCache
     from fc_jax.tinyworld import weights
     from fc_jax.tinyworld.demo import demo_case
 
     config = weights.configs(folder)["student"]
     part = lambda name: jax.tree.map(jnp.asarray, weights.load_part(name, folder))
     case = demo_case(45, None, config.video.height, config.video.width)
-    context = jnp.asarray(weights.text_encoder(config, folder)([case.caption])[0])
+    context = jnp.asarray(EmbeddingCache(config.umt5.text_len, weights.text_encoder(config, folder))([case.caption])[0])
     dit_params, vae_params, light = part("student"), part("vae"), part("light_decoder")
     ms = {}
     for decoder in ("vae", "light"):

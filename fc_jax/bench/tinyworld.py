@@ -1,4 +1,4 @@
-"""`python -m fc_jax.bench tinyworld [--what=vae,base] [--weights=DIR] [--vae_samples=16] [--base_samples=24]`:
+"""`python -m fc_jax.bench tinyworld [--what=vae,base,tables] [--weights=DIR] [--vae_samples=16] [--base_samples=24]`:
 the tiny world's trained models measured on its held-out split (combinations never seen in training), on this
 machine. Default weights: the ones shipped in the package (`fc_jax.tinyworld.weights`).
 
@@ -15,6 +15,9 @@ Prints one JSON object:
   (the walks alone: left / right as said),
   `base_motion_alignment` (mean `motion_alignment`), per-motion accuracy, `base_samples`, `base_params`,
   `base_step_s` (as `vae_step_s`);
+- with `tables`: the paper's tables on the held-out split (`fc_jax.bench.tinyworld_tables`: Table 1, the
+  switching table, the goal figures under `goals`), `--table_samples` samples, teacher at `--teacher_steps`;
+  `--report=FILE` also writes them as Markdown;
 - `recipe_wall_s`: the wall time of each recipe step, from the weights' `card.json` where it has one.
 """
 
@@ -32,7 +35,7 @@ from fc_jax import cli
 from fc_jax.bench.common import emit
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base", flag_values=FLAGS)
+flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base, tables", flag_values=FLAGS)
 flags.DEFINE_string("weights", None, "tiny-world weights folder (default: the shipped weights)", flag_values=FLAGS)
 flags.DEFINE_integer("vae_samples", 16, "held-out videos for the VAE's PSNR", flag_values=FLAGS)
 flags.DEFINE_integer("base_samples", 24, "held-out samples for the base model's motion accuracy", flag_values=FLAGS)
@@ -42,7 +45,12 @@ flags.DEFINE_bool("step_time", True, "also time one training step of each stage"
 flags.DEFINE_string("frames_dir", None, "also save each base sample as a PNG strip (render above, sample below; "
                     "five frames) here, to look at", flag_values=FLAGS)
 
-WHAT = ("vae", "base")
+flags.DEFINE_integer("table_samples", 8, "held-out samples per table row", flag_values=FLAGS)
+flags.DEFINE_integer("teacher_steps", 50, "UniPC steps of the teacher and the base model in the tables",
+                     flag_values=FLAGS)
+flags.DEFINE_string("report", None, "Markdown file for the tables", flag_values=FLAGS)
+
+WHAT = ("vae", "base", "tables")
 
 
 def heldout_samples(count: int, config):
@@ -202,6 +210,19 @@ def main(argv: list[str] | None = None) -> None:
             config = trained_with["base"]
             config.data.synthetic = True  # the step's timing needs no data set
             out["base_step_s"] = step_seconds(config, FLAGS.step_repeats)
+    if "tables" in FLAGS.what:
+        from fc_jax.bench.tinyworld_tables import markdown, tables
+
+        with cli.user_errors("python -m fc_jax.bench tinyworld"):
+            try:
+                result = tables(out["weights"], FLAGS.table_samples, FLAGS.seed, FLAGS.teacher_steps)
+            except FileNotFoundError as e:
+                raise cli.UserError(str(e)) from None
+        out["tables"] = result
+        out.update(result["goals"])
+        if FLAGS.report:
+            with open(FLAGS.report, "w") as f:
+                f.write(markdown(result))
     recipe_log = card(FLAGS.weights).get("recipe")
     if recipe_log:
         out["recipe_wall_s"] = {k: v.get("wall_s") for k, v in recipe_log.items()}

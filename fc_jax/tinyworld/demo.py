@@ -15,7 +15,7 @@ import numpy as np
 
 from fc_jax.tinyworld import metrics
 from fc_jax.tinyworld.render import Sample, render_sample
-from fc_jax.tinyworld.spec import Spec, split_specs, static_caption, dynamic_caption, with_switch
+from fc_jax.tinyworld.spec import Spec, dynamic_caption, split_specs, static_caption, with_switch
 
 SEARCHED = 256  # held-out specs looked through for the demo's kind of sample
 
@@ -23,7 +23,8 @@ SEARCHED = 256  # held-out specs looked through for the demo's kind of sample
 @dataclasses.dataclass(frozen=True)
 class DemoCase:
     """spec: with its switch; truth: its render (reference [H, W, 3], garment, switch_garment images, the video
-    it should look like); caption: the full caption (static + dynamic) given to the student."""
+    it should look like); caption: the full caption given to the student (dynamic + static, the order the
+    models trained on, `fc_jax.data.preencode`)."""
 
     spec: Spec
     truth: Sample
@@ -52,7 +53,7 @@ def demo_case(frames: int, switch_frame: int | None, height: int = 160, width: i
         raise ValueError(f"no walking figure in a top among the first {SEARCHED} held-out tiny-world specs")
     if switch_frame is not None:
         spec = with_switch(spec, switch_frame)
-    caption = f"{static_caption(spec)} {dynamic_caption(spec)}"
+    caption = f"{dynamic_caption(spec)} {static_caption(spec)}"
     return DemoCase(spec, render_sample(spec), caption)
 
 

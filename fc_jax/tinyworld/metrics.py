@@ -678,7 +678,8 @@ def ntp_metrics(video, reference, spec: Spec, labels=None) -> dict:
 # Switching.
 
 
-def switch_metrics(video, reference, spec: Spec, old_garment=None, new_garment=None, labels=None) -> dict:
+def switch_metrics(video, reference, spec: Spec, old_garment=None, new_garment=None, labels=None,
+                   chunk_frames: int = 12) -> dict:
     """A video whose target slot switches at `spec.switch_frame` from `spec.target` (old) to
     `spec.switch_garment` (new); garment images default to the spec's renders. Colours are read from the
     garment images; the old garment's colours are those it does not share with the new one.
@@ -688,6 +689,8 @@ def switch_metrics(video, reference, spec: Spec, old_garment=None, new_garment=N
     - `leakage` [0] in [0, 1]: mean fraction of the slot's garment region showing old colours, over the frames
       from s + latency on (from s if it never switched).
     - `before_old` [1] in [0, 1]: mean fraction of the region showing old colours before s.
+    - `new_share_chunk` [1] in [0, 1]: mean fraction of the region showing the new garment's colours over the
+      `chunk_frames` frames from s on (one streamed chunk after the switch).
     - `continuity_ratio` [<= 1] (>= 0): position step at the switch |p_s - p_{s-1}| (p = centre x, top row) over
       (median step elsewhere + 0.5 px); `continuity` [1] = 1 / (1 + max(0, ratio - 1)) in (0, 1].
     - `identity_before`, `identity_after` [1] in [0, 1]: the ID score of the frames before / from s vs the
@@ -721,7 +724,8 @@ def switch_metrics(video, reference, spec: Spec, old_garment=None, new_garment=N
     id_after = identity_metrics(None, None, spec, labels=(lv[s:], lr))["id"]
     return {
         "latency": float(latency), "switched": float(len(shown) > 0), "leakage": _mean(old_frac[leak_from:]),
-        "before_old": _mean(old_frac[:s]), "continuity_ratio": ratio,
+        "before_old": _mean(old_frac[:s]), "new_share_chunk": _mean(new_frac[s:s + chunk_frames]),
+        "continuity_ratio": ratio,
         "continuity": float(1 / (1 + max(0.0, ratio - 1))), "identity_before": id_before,
         "identity_after": id_after,
     }

@@ -1,0 +1,262 @@
+"""The paper's tables on the tiny world (`python -m fc_jax.bench tinyworld --what=tables`): every row on the same
+held-out samples (combinations never seen in training), fixed seeds, this CPU, side by side in one run.
+
+- Table 1 (`table1`): the base model's image-to-video from the reference (no garment condition: the lower
+  bound), the in-context teacher (`teacher_steps` UniPC steps, bidirectional, text guidance) and the streaming
+  student (4 steps per chunk), each scored by every tiny-world metric (`fc_jax.tinyworld.metrics.evaluate`,
+  averaged over samples) plus frames per second (median seconds per video after the first, which compiles).
+- Switching (`switching`): the student with the full rescheduling and with each part removed (no refresh /
+  no withdraw / no disentangle) and a keep-frames variant, on one switch (45 frames, switch at 21) and on three
+  successive switches (93 frames, at 21, 45 and 69; each segment scored as its own switch): latency, leakage,
+  the new garment's share of the slot over the chunk after the switch, continuity ratio, the new garment's
+  consistency and identity after the switch.
+- Tables 2 and 3 need their variants trained (the same steps and data per table); rows without weights in the
+  folder are listed under `missing`.
+
+`goals(...)`: the issue's goal figures, each a measured number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SWITCH_VARIANTS = {  # name -> SwitchOptions fields
+    "full": {}, "no_refresh": {"refresh": False}, "no_withdraw": {"withdraw": False},
+    "no_disentangle": {"disentangle": False}, "keep_3_frames": {"keep_frames": 3},
+}
+ONE_SWITCH = (45, (21,))  # (frames, switch frames)
+THREE_SWITCHES = (93, (21, 45, 69))
+SWITCH_KEYS = ("latency", "switched", "leakage", "new_share_chunk", "continuity_ratio", "identity_after")
+
+
+def mean_rows(rows: list[dict]) -> dict:
+    """The mean of each key over `rows` (dicts of floats), rounded to 4 places."""
+    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+
+
+@dataclasses.dataclass
+class TinyWorld:
+    """The weights folder's parts and configs, the text cache, and the held-out specs of the tables."""
+
+    folder: str
+    configs: dict
+    params: dict
+    texts: object
+
+    @classmethod
+    def load(cls, folder: str) -> "TinyWorld":
+        from fc_jax.text import EmbeddingCache
+        from fc_jax.tinyworld import weights
+
+        configs = weights.configs(folder)
+        params = {p: jax.tree.map(jnp.asarray, weights.load_part(p, folder))
+                  for p in ("vae", "base", "teacher", "student") if p in configs}
+        student = configs["student"]
+        return cls(folder, configs, params, EmbeddingCache(student.umt5.text_len, weights.text_encoder(student,
+                                                                                                      folder)))
+
+    def context(self, caption: str) -> jax.Array:
+        return jnp.asarray(self.texts([caption])[0])
+
+    def specs(self, count: int, frames: int):
+        from fc_jax.tinyworld.spec import split_specs
+
+        v = self.configs["student"].video
+        return list(split_specs("heldout", count, height=v.height, width=v.width, num_frames=frames))
+
+
+def caption_of(spec) -> str:
+    from fc_jax.tinyworld.spec import dynamic_caption, static_caption
+
+    return f"{dynamic_caption(spec)} {static_caption(spec)}"
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - start
+
+
+def _row(videos_and_seconds, specs, truths) -> dict:
+    """Mean metrics of the generated videos and their frames per second (median after the first video)."""
+    from fc_jax.tinyworld.metrics import evaluate
+
+    rows = [evaluate(video, spec, ground_truth=truth) for (video, _), spec, truth in
+            zip(videos_and_seconds, specs, truths)]
+    seconds = [s for _, s in videos_and_seconds]
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    out = mean_rows(rows)
+    out["fps"] = round(specs[0].num_frames / steady, 3)
+    out["seconds_per_video"] = round(steady, 3)
+    return out
+
+
+def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
+    """Base I2V from the reference, teacher and student on `samples` held-out 45-frame specs."""
+    from fc_jax.images import reference_image, garment_image
+    from fc_jax.models import dit, vae
+    from fc_jax.sampling.base import sample_ti2v
+    from fc_jax.sampling.streaming import StreamingSession
+    from fc_jax.sampling.teacher import sample_teacher
+    from fc_jax.tinyworld.render import render_sample
+
+    student_cfg = tw.configs["student"]
+    v = student_cfg.video
+    specs = tw.specs(samples, ONE_SWITCH[0])
+    truths = [render_sample(s) for s in specs]
+    vae_params = tw.params["vae"]
+    negative = tw.context(student_cfg.sampling.negative_prompt)
+    encode = jax.jit(lambda img: vae.encode_image(vae_params, img[None]))
+    decode = jax.jit(lambda z: vae.decode(vae_params, z))
+    to_u8 = lambda x: np.asarray(jnp.round((jnp.clip(x[0], -1, 1) + 1) * 127.5)).astype(np.uint8)
+    shape = ((ONE_SWITCH[0] - 1) // 4 + 1, v.height // 16, v.width // 16, student_cfg.model.in_channels)
+    session = StreamingSession(student_cfg, tw.params["student"], vae_params, negative, seed=seed)
+    base = dit.build_model(tw.configs["base"]) if "base" in tw.params else None
+    teacher = dit.build_model(tw.configs["teacher"]) if "teacher" in tw.params else None
+    rows = {}
+    runs = {"base_i2v": [], "teacher": [], "student": []}
+    for i, (spec, truth) in enumerate(zip(specs, truths)):
+        context = tw.context(caption_of(spec))
+        noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
+        ref = encode(jnp.asarray(reference_image(truth.reference, v.height, v.width)))
+        gar = encode(jnp.asarray(garment_image(truth.garment, v.height, v.width)))
+        common = dict(num_steps=teacher_steps, shift=float(student_cfg.sampling.shift),
+                      guidance_scale=float(student_cfg.sampling.guidance_scale),
+                      sigma_grid=student_cfg.sampling.teacher_sigmas)
+        if base is not None:
+            runs["base_i2v"].append(_timed(lambda: to_u8(decode(sample_ti2v(
+                base, tw.params["base"], ref, noise, context, negative, **common)))))
+        if teacher is not None:
+            runs["teacher"].append(_timed(lambda: to_u8(decode(sample_teacher(
+                teacher, tw.params["teacher"], ref, gar, noise, context, negative, **common)))))
+
+        def stream():
+            session.start(truth.reference, truth.garment, context)
+            return np.concatenate(list(session.stream(spec.num_frames, progress=False)))
+
+        runs["student"].append(_timed(stream))
+    for name, made in runs.items():
+        if made:
+            rows[name] = _row(made, specs, truths)
+    return {"rows": rows, "samples": samples, "frames": ONE_SWITCH[0], "teacher_steps": teacher_steps,
+            "student_steps": len(student_cfg.sampling.student_timesteps)}
+
+
+def _switch_case(spec, switch_frames):
+    """(spec of the video with its first garment, [garment per segment], per-segment (spec, start, end))."""
+    from fc_jax.tinyworld.spec import with_switch
+
+    garments, segments, current = [spec.target], [], spec
+    for k, s in enumerate(switch_frames):
+        nxt = with_switch(dataclasses.replace(current, switch_frame=None, switch_garment=None), s,
+                          seed=spec.seed * 10 + k).switch_garment
+        garments.append(nxt)
+        current = dataclasses.replace(current, target=nxt)
+    bounds = [0, *switch_frames, spec.num_frames]
+    for k, s in enumerate(switch_frames):
+        start, end = bounds[k], bounds[k + 2]
+        seg = dataclasses.replace(spec, target=garments[k], num_frames=end - start, switch_frame=s - start,
+                                  switch_garment=garments[k + 1])
+        segments.append((seg, start, end))
+    return garments, segments
+
+
+def _score_switches(video, reference, garments, segments, chunk_frames: int) -> list[dict]:
+    from fc_jax.tinyworld import metrics
+    from fc_jax.tinyworld.render import render_garment_image
+
+    out = []
+    for k, (seg, start, end) in enumerate(segments):
+        old, new = (render_garment_image(g, seg.height, seg.width)[0] for g in garments[k:k + 2])
+        part = video[start:end]
+        m = metrics.switch_metrics(part, reference, seg, old_garment=old, new_garment=new, chunk_frames=chunk_frames)
+        row = {key: m[key] for key in SWITCH_KEYS}
+        row["garment_after_hgc"] = metrics.garment_metrics(part[seg.switch_frame:], new, seg)["hgc"]
+        out.append(row)
+    return out
+
+
+def switching(tw: TinyWorld, samples: int, seed: int) -> dict:
+    """The switch table: every variant on one switch and on three successive switches."""
+    from fc_jax.sampling.streaming import StreamingSession, SwitchOptions
+    from fc_jax.tinyworld.render import render_garment_image, render_sample
+
+    cfg = tw.configs["student"]
+    chunk_frames = 4 * cfg.student.chunk_frames
+    out = {}
+    for case, (frames, switch_frames) in (("one_switch", ONE_SWITCH), ("three_switches", THREE_SWITCHES)):
+        specs = tw.specs(samples, frames)
+        cases = [(spec, render_sample(dataclasses.replace(spec, num_frames=1)).reference,
+                  render_sample(dataclasses.replace(spec, num_frames=1)).garment, *_switch_case(spec, switch_frames))
+                 for spec in specs]
+        out[case] = {"frames": frames, "switch_frames": list(switch_frames), "samples": samples}
+        for name, fields in SWITCH_VARIANTS.items():
+            session = StreamingSession(cfg, tw.params["student"], tw.params["vae"], tw.context(""), seed=seed,
+                                       switch=SwitchOptions(**fields))
+            rows = []
+            for spec, reference, garment, garments, segments in cases:
+                session.start(reference, garment, tw.context(caption_of(spec)))
+                images = {s: render_garment_image(g, spec.height, spec.width)[0]
+                          for s, g in zip(switch_frames, garments[1:])}
+                video = np.concatenate(list(session.stream(frames, images, progress=False)))
+                rows += _score_switches(video, reference, garments, segments, chunk_frames)
+            out[case][name] = mean_rows(rows)
+    return out
+
+
+def goals(t1: dict, sw: dict) -> dict:
+    """The issue's goal figures from the measured tables (None where a row is missing)."""
+    rows = t1["rows"]
+    full = sw["one_switch"]["full"]
+    teacher, student = rows.get("teacher"), rows["student"]
+    garment = lambda r: (r["garment/hgc"] + r["garment/lgc"]) / 2
+    return {
+        "student_over_teacher_garment": round(garment(student) / max(garment(teacher), 1e-9), 4) if teacher else None,
+        "student_over_teacher_fps": round(student["fps"] / teacher["fps"], 2) if teacher else None,
+        "switch_new_garment_within_chunk": full["new_share_chunk"],
+        "switch_leakage": full["leakage"],
+        "switch_continuity_ratio": full["continuity_ratio"],
+    }
+
+
+def tables(folder: str, samples: int, seed: int, teacher_steps: int) -> dict:
+    """Everything above, in one dict (the JSON of `--what=tables`)."""
+    tw = TinyWorld.load(folder)
+    if "student" not in tw.params:
+        raise FileNotFoundError(f"{folder}: no student.safetensors; the tables need the tiny-world student")
+    t1 = table1(tw, samples, seed, teacher_steps)
+    sw = switching(tw, samples, seed)
+    missing = [r for r in ("base", "teacher") if r not in tw.params] + [
+        "table2 (in-context / channel-concat / attention-only / LoRA fine-tunes: not trained)",
+        "table3 (naive DMD and GR-DMD at a second tau: not trained)"]
+    return {"table1": t1, "switching": sw, "goals": goals(t1, sw), "missing": missing}
+
+
+def markdown(result: dict) -> str:
+    """The tables as a Markdown report."""
+    t1, sw = result["table1"], result["switching"]
+    cols = ["id/id", "motion/motion_alignment", "motion/amp_score", "motion/smoo_score", "vq/vq", "garment/hgc",
+            "garment/lgc", "ntp/ntp", "fps"]
+    lines = ["# The paper's tables on the tiny world", "",
+             f"Held-out split, {t1['samples']} samples of {t1['frames']} frames, this CPU "
+             f"(`python -m fc_jax.bench tinyworld --what=tables`).", "",
+             "## Table 1: base I2V / teacher / student", "", "| row | " + " | ".join(cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for name, row in t1["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+    keys = [*SWITCH_KEYS, "garment_after_hgc"]
+    for case in ("one_switch", "three_switches"):
+        c = sw[case]
+        lines += ["", f"## Switching: {case.replace('_', ' ')} (frames {c['frames']}, at {c['switch_frames']})", "",
+                  "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for name in SWITCH_VARIANTS:
+            lines.append(f"| {name} | " + " | ".join(f"{c[name][k]:.3f}" for k in keys) + " |")
+    lines += ["", "## Goals", "", "```json", __import__("json").dumps(result["goals"], indent=1), "```", "",
+              "Not measured: " + "; ".join(result["missing"]), ""]
+    return "\n".join(lines)
