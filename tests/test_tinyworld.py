@@ -267,3 +267,23 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["write"])
     assert e.value.code == 2 and "--data_dir" in capsys.readouterr().err
+
+
+def test_demo_case_is_a_held_out_walk_in_a_top_with_a_colour_disjoint_switch():
+    from fc_jax.generate import builtin_switch_frame
+    from fc_jax.tinyworld.demo import demo_case, score
+    from fc_jax.tinyworld.spec import dynamic_caption, is_held_out, static_caption
+
+    # the switch falls on a chunk boundary (the first chunk is 9 frames, later ones 12) near the middle
+    assert [builtin_switch_frame(f) for f in (9, 21, 45, 93, 165)] == [None, 9, 21, 45, 81]
+    case = demo_case(93, 45)
+    spec = case.spec
+    assert is_held_out(spec) and spec.motion.kind.startswith("walk") and spec.target.type == "upper"
+    assert spec.switch_frame == 45 and not (spec.switch_garment.colours & spec.target.colours)
+    assert case.caption == f"{dynamic_caption(spec)} {static_caption(spec)}"
+    assert case.truth.video.shape == (93, spec.height, spec.width, 3)
+    # the ground truth scores the switch as done at once, without leakage
+    m = score(case.truth.video, case)
+    assert m["switch/latency"] == 0 and m["switch/leakage"] <= 0.01 and m["garment_after/hgc"] >= 0.9
+    with pytest.raises(ValueError, match="93 frames long"):
+        score(case.truth.video[:45], case)
