@@ -130,3 +130,13 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
         assert out[key] == out["tables"]["goals"][key] and np.isfinite(out[key])
     assert out["switch_leakage"] == sw["one_switch"]["full"]["leakage"]
     assert "## Table 1" in report.read_text() and "| no_withdraw |" in report.read_text()
+
+    # fc_jax.eval generate streams a tiny-world bench with the student and the light decoder of these weights.
+    bench, videos = tmp_path / "twbench", tmp_path / "videos"
+    _run(["fc_jax.eval", "tinyworld-bench", f"--out={bench}", "--count=2", "--height=64", "--width=64",
+          "--num_frames=21"], env)
+    gen = json.loads(_run(["fc_jax.eval", "generate", f"--bench={bench}", f"--out={videos}",
+                           f"--tinyworld_weights={weights}", "--decoder=light", "--frames=21"],
+                          env).stdout.strip().splitlines()[-1])
+    assert (gen["generated"], gen["failed"], gen["decoder"], gen["config"]) == (2, 0, "light", "tinyworld_gr_dmd_smoke")
+    assert len(list(videos.glob("*.mp4"))) == 2

@@ -109,6 +109,12 @@ flags.DEFINE_string("checkpoint", None,
 flags.DEFINE_bool("random_weights", False,
                   "instead of --checkpoint: the config's model with RANDOM weights and random prompt embeddings "
                   "(a smoke test; the videos are noise)", flag_values=GENERATE)
+flags.DEFINE_string("tinyworld_weights", None, "instead of --checkpoint: a tiny-world weights folder with a student "
+                    "(e.g. fc_jax/tinyworld/weights, the shipped one); its config replaces --config",
+                    flag_values=GENERATE)
+flags.DEFINE_enum("decoder", "vae", ["vae", "light"], "latents to frames: the VAE's streaming decoder or the light "
+                  "decoder (from --tinyworld_weights, CHECKPOINT/light_decoder/, or random with --random_weights)",
+                  flag_values=GENERATE)
 flags.DEFINE_string("out", None, "folder for the videos, <id>.mp4 (score's --videos)", flag_values=GENERATE)
 flags.mark_flags_as_required(["bench", "out"], flag_values=GENERATE)
 cli.DEFINE_config_file("config", os.path.join(CONFIG_DIR, "wan22_ti2v_5b.py"),
@@ -139,13 +145,37 @@ _TINYWORLD_BENCH_HELP = ("render the first --count specs of a tiny-world split a
                          "meta_data.csv (HGC-Bench's columns plus `spec`) and the images beside it.")
 
 
+def _light_decoder(args):
+    """The light decoder for --decoder=light without tiny-world weights: CHECKPOINT/light_decoder/, or random."""
+    import jax
+
+    from fc_jax.convert.common import load_params
+    from fc_jax.models import light_decoder
+
+    if args.checkpoint is None:
+        return light_decoder.init_params(light_decoder.LightDecoderArch(), jax.random.key(args.seed))
+    path = os.path.join(args.checkpoint, "light_decoder")
+    if not os.path.isdir(path):
+        cli.fail(f"{PROG} generate", f"--decoder=light: --checkpoint={args.checkpoint} has no light_decoder/ folder")
+    return load_params(os.path.abspath(path))
+
+
 def _generate(args) -> None:
     from fc_jax.eval.bench import load_bench
     from fc_jax.eval.generate import (build_session, check_switch_frames, generate_bench, load_model,
-                                      parse_switch_frames)
+                                      load_tinyworld, parse_switch_frames)
     from fc_jax.sampling.frames import chunk_count
 
-    config = args.config
+    tinyworld = None
+    if args.tinyworld_weights:
+        if args.checkpoint or args.random_weights:
+            cli.fail(f"{PROG} generate", "--tinyworld_weights names the model; leave out --checkpoint and "
+                     "--random_weights")
+        try:
+            tinyworld = load_tinyworld(args.tinyworld_weights)
+        except (OSError, ValueError) as e:
+            cli.fail(f"{PROG} generate", str(e))
+    config = tinyworld[0] if tinyworld else args.config
     samples = load_bench(args.bench)
     num_frames = args.frames or config.video.num_frames
     switch_frames = parse_switch_frames(args.switch_frames)
@@ -154,11 +184,20 @@ def _generate(args) -> None:
     if args.random_weights and args.checkpoint is None:
         print(f"WARNING: --random_weights: RANDOM weights of config '{config.name}' and random prompt embeddings; "
               "the videos are a smoke test, not results", file=sys.stderr)
-    dit_params, vae_params, texts = load_model(config, args.checkpoint, args.tokenizer, args.random_weights,
-                                               args.seed)
-    session = build_session(config, dit_params, vae_params, args.seed)
+    light = None
+    if tinyworld:
+        _, dit_params, vae_params, texts, light = tinyworld
+        if args.decoder == "light" and light is None:
+            cli.fail(f"{PROG} generate", f"--decoder=light: {args.tinyworld_weights} has no light_decoder.safetensors")
+    else:
+        dit_params, vae_params, texts = load_model(config, args.checkpoint, args.tokenizer, args.random_weights,
+                                                   args.seed)
+        if args.decoder == "light":
+            light = _light_decoder(args)
+    session = build_session(config, dit_params, vae_params, args.seed, args.decoder, light)
     summary = generate_bench(session, samples, texts, args.out, num_frames, switch_frames, limit=args.limit)
     print(json.dumps({"out": args.out, "config": config.name, "random_weights": args.random_weights,
+                      "decoder": args.decoder,
                       **summary.as_json()}))
 
 

@@ -146,11 +146,30 @@ def load_model(config, checkpoint: str | None, tokenizer: str | None = None, ran
     return dit_params, vae_params, texts
 
 
-def build_session(config, dit_params, vae_params, seed: int = 0) -> StreamingSession:
-    """A session for `generate_bench`; its initial context is zeros [1, text_len, text_dim], replaced by each
-    sample's prompt embedding at `start`."""
+def load_tinyworld(folder: str):
+    """(student config, student params, vae params, texts: EmbeddingCache, light decoder params or None) of a
+    tiny-world weights folder (`fc_jax.tinyworld.weights`)."""
+    import jax.numpy as jnp
+
+    from fc_jax.tinyworld import weights
+
+    if not os.path.isfile(weights.part_path("student", folder)):
+        raise ValueError(f"--tinyworld_weights={folder}: no student.safetensors there")
+    config = weights.configs(folder)["student"]
+    part = lambda name: jax.tree.map(jnp.asarray, weights.load_part(name, folder))
+    light = part("light_decoder") if os.path.isfile(weights.part_path("light_decoder", folder)) else None
+    texts = EmbeddingCache(config.umt5.text_len, weights.text_encoder(config, folder))
+    return config, part("student"), part("vae"), texts, light
+
+
+def build_session(config, dit_params, vae_params, seed: int = 0, decoder: str = "vae",
+                  light_decoder_params=None) -> StreamingSession:
+    """A session for `generate_bench` decoding with `decoder` ("vae" | "light", which needs
+    `light_decoder_params`); its initial context is zeros [1, text_len, text_dim], replaced by each sample's
+    prompt embedding at `start`."""
     context = np.zeros((1, config.model.text_len, config.model.text_dim), np.float32)
-    return StreamingSession(config, dit_params, vae_params, context, seed=seed)
+    return StreamingSession(config, dit_params, vae_params, context, seed=seed, decoder=decoder,
+                            light_decoder_params=light_decoder_params if decoder == "light" else None)
 
 
 def _unreadable_input(sample: Sample, garments: dict[int, str]) -> str | None:
