@@ -92,9 +92,10 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     # The light decoder beside the VAE's, read from the same weights folder (small configs for the 1280x704 figures).
     smoke = ["--config=tinyworld_vae:smoke", "--light_config=tinyworld_light_decoder:smoke",
              "--small_vae_config=tinyworld_vae:smoke", "--small_light_config=tinyworld_light_decoder:smoke"]
-    dec = json.loads(_run(["fc_jax.bench", "decoder", f"--weights={weights}", "--samples=1", "--repeats=1", *smoke],
-                          env).stdout.strip().splitlines()[-1])
-    assert dec["trained"] and dec["psnr_samples"] == 1
+    dec = json.loads(_run(["fc_jax.bench", "decoder", f"--weights={weights}", "--samples=1", "--repeats=1",
+                           "--stream_samples=1", *smoke], env).stdout.strip().splitlines()[-1])
+    assert dec["trained"] and dec["psnr_samples"] == 1 and dec["stream_samples"] == 1
+    assert set(dec["stream_metrics_vae"]) == set(dec["stream_metrics_light"]) and dec["stream_metrics_max_rel_diff"] >= 0
     assert all(0 < dec[k] < 60 for k in ("psnr_vs_full_db", "psnr_vs_real_db", "full_psnr_vs_real_db"))
     assert 0 < dec["flops_ratio_1280x704"] and dec["light_ms_per_frame"] > 0
     both = subprocess.run([sys.executable, "-m", "fc_jax.bench", "decoder", f"--weights={weights}",

@@ -13,7 +13,11 @@ Prints one JSON object:
   (arguments + outputs + temporaries - donated aliases) for this machine's backend;
 - with `--weights`, or `--vae` and `--light_decoder` (trained, e.g. the tiny world's): `psnr_vs_full_db` (the light decode of the
   VAE's posterior-mean latents against the VAE's decode of them) and `psnr_vs_real_db` / `full_psnr_vs_real_db`
-  (each against the rendered frames), over `--samples` held-out tiny-world videos.
+  (each against the rendered frames), over `--samples` held-out tiny-world videos;
+- with `--weights` holding a student: `stream_metrics_vae` / `stream_metrics_light`, the tiny-world metrics
+  (`fc_jax.tinyworld.metrics.evaluate`, means over `--stream_samples` held-out 45-frame streams with a switch
+  at frame 21) of the student's stream decoded by each, and `stream_metrics_max_rel_diff` (the largest
+  |light - vae| / |vae| over those metrics; the goal: <= 0.02) with the metric it is on.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ cli.DEFINE_config_file("small_vae_config", "configs/tinyworld_vae.py", "VAE time
 cli.DEFINE_config_file("small_light_config", "configs/tinyworld_light_decoder.py", "light decoder timed without "
                        "--light_decoder", FLAGS, resolve=config_file)
 flags.DEFINE_integer("samples", 8, "held-out tiny-world videos for the PSNRs", flag_values=FLAGS)
+flags.DEFINE_integer("stream_samples", 4, "held-out streams for the metrics with each decoder", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 3, "timed chunks (median)", flag_values=FLAGS)
 
 CHUNK = 3  # latent frames per streamed chunk (12 video frames), as the student's
@@ -144,6 +149,44 @@ def quality(vae_params, light_params, samples: int, height: int, width: int, fra
             "full_psnr_vs_real_db": round(float(np.mean(full_vs_real)), 3), "psnr_samples": samples}
 
 
+STREAM_METRICS = ("id/id", "motion/motion_alignment", "motion/amp_score", "motion/smoo_score", "vq/vq", "ntp/ntp",
+                  "garment/hgc", "garment/lgc", "garment_after/hgc", "garment_after/lgc", "switch/new_share_chunk")
+
+
+def stream_metrics(folder: str, samples: int) -> dict:
+    """The tiny-world metrics of the student's streams decoded by the VAE and by the light decoder (same
+    latents: the same seed and inputs), and their largest relative difference."""
+    from fc_jax.sampling.streaming import StreamingSession
+    from fc_jax.text import EmbeddingCache
+    from fc_jax.tinyworld import weights
+    from fc_jax.tinyworld.metrics import evaluate
+    from fc_jax.tinyworld.render import render_sample
+    from fc_jax.tinyworld.spec import dynamic_caption, split_specs, static_caption, with_switch
+
+    config = weights.configs(folder)["student"]
+    v = config.video
+    texts = EmbeddingCache(config.umt5.text_len, weights.text_encoder(config, folder))
+    student, vae_params, light = (_load_part(p, folder) for p in ("student", "vae", "light_decoder"))
+    specs = [with_switch(s, 21) for s in split_specs("heldout", samples, height=v.height, width=v.width,
+                                                     num_frames=45)]
+    means = {}
+    for decoder in ("vae", "light"):
+        session = StreamingSession(config, student, vae_params, texts([""])[0], decoder=decoder,
+                                   light_decoder_params=light if decoder == "light" else None)
+        rows = []
+        for spec in specs:
+            truth = render_sample(spec)
+            session.start(truth.reference, truth.garment, texts([f"{dynamic_caption(spec)} {static_caption(spec)}"])[0])
+            video = np.concatenate(list(session.stream(45, {21: truth.switch_garment}, progress=False)))
+            rows.append(evaluate(video, spec, ground_truth=truth))
+        means[decoder] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in STREAM_METRICS}
+    gaps = {k: abs(means["light"][k] - means["vae"][k]) / max(abs(means["vae"][k]), 1e-6) for k in STREAM_METRICS}
+    worst = max(gaps, key=gaps.get)
+    return {"stream_metrics_vae": means["vae"], "stream_metrics_light": means["light"],
+            "stream_metrics_max_rel_diff": round(gaps[worst], 4), "stream_metrics_max_rel_diff_on": worst,
+            "stream_samples": samples}
+
+
 def main(argv: list[str] | None = None) -> None:
     """`argv`: the arguments after `python -m fc_jax.bench decoder` (default: sys.argv[1:])."""
     prog = "python -m fc_jax.bench decoder"
@@ -169,6 +212,8 @@ def run(f) -> dict:
     result.update(big_figures(f.config, f.light_config))
     if trained:
         result.update(quality(vae_params, light_params, f.samples, height, width, frames))
+    if f.weights and os.path.isfile(os.path.join(f.weights, "student.safetensors")) and f.stream_samples > 0:
+        result.update(stream_metrics(f.weights, f.stream_samples))
     return result
 
 
