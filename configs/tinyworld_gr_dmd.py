@@ -36,7 +36,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                         grad_accum_steps=1))
     c.critic_optim.update(dict(lr=5e-5, b1=0.0, b2=0.999, warmup_steps=0, schedule="constant", clip_norm=10.0,
                                grad_accum_steps=1))
-    c.train.update(dict(steps=400, global_batch=4, text_drop_prob=0.0, dynamic_caption_prob=0.7, eval_every=100))
+    c.train.update(dict(steps=1000, global_batch=4, text_drop_prob=0.0, dynamic_caption_prob=0.7, eval_every=100))
     if variant == "smoke":  # the smoke geometry: 3 latent frames, one chunk
         c.student.update(dict(window_frames=8, sink_frames=2))  # conditions + 1 history chunk + the chunk
         c.distill.update(dict(num_chunks=1, ema_start=0))
