@@ -161,7 +161,7 @@ def stream_metrics(folder: str, samples: int) -> dict:
     from fc_jax.tinyworld import weights
     from fc_jax.tinyworld.metrics import evaluate
     from fc_jax.tinyworld.render import render_sample
-    from fc_jax.tinyworld.spec import dynamic_caption, split_specs, static_caption, with_switch
+    from fc_jax.tinyworld.spec import full_caption, split_specs, with_switch
 
     config = weights.configs(folder)["student"]
     v = config.video
@@ -176,7 +176,7 @@ def stream_metrics(folder: str, samples: int) -> dict:
         rows = []
         for spec in specs:
             truth = render_sample(spec)
-            session.start(truth.reference, truth.garment, texts([f"{dynamic_caption(spec)} {static_caption(spec)}"])[0])
+            session.start(truth.reference, truth.garment, texts([full_caption(spec)])[0])
             video = np.concatenate(list(session.stream(45, {21: truth.switch_garment}, progress=False)))
             rows.append(evaluate(video, spec, ground_truth=truth))
         means[decoder] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in STREAM_METRICS}

@@ -108,7 +108,7 @@ def base_videos(config, weights: str | None, vae_params, samples, seed: int):
     from fc_jax.models import dit, vae
     from fc_jax.sampling.base import sample_ti2v
     from fc_jax.text import EmbeddingCache
-    from fc_jax.tinyworld.spec import dynamic_caption, static_caption
+    from fc_jax.tinyworld.spec import full_caption
     from fc_jax.tinyworld.weights import load_part, text_encoder
 
     model = dit.build_model(config)
@@ -119,7 +119,7 @@ def base_videos(config, weights: str | None, vae_params, samples, seed: int):
     shape = ((v.num_frames - 1) // 4 + 1, v.height // 16, v.width // 16, config.model.in_channels)
     for i, (spec, sample) in enumerate(samples):
         first = vae.encode_image(vae_params, to_model_range(sample.video[:1]))
-        context, _ = texts([f"{dynamic_caption(spec)} {static_caption(spec)}"])
+        context, _ = texts([full_caption(spec)])
         noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
         latents = sample_ti2v(model, params, first, noise, jnp.asarray(context), jnp.asarray(negative),
                               num_steps=int(config.sampling.teacher_steps), shift=float(config.sampling.shift),

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fc_jax.tinyworld.spec import full_caption
+
 SWITCH_VARIANTS = {  # name -> SwitchOptions fields
     "full": {}, "no_refresh": {"refresh": False}, "no_withdraw": {"withdraw": False},
     "no_disentangle": {"disentangle": False}, "keep_3_frames": {"keep_frames": 3},
@@ -71,12 +73,6 @@ class TinyWorld:
         return list(split_specs("heldout", count, height=v.height, width=v.width, num_frames=frames))
 
 
-def caption_of(spec) -> str:
-    from fc_jax.tinyworld.spec import dynamic_caption, static_caption
-
-    return f"{dynamic_caption(spec)} {static_caption(spec)}"
-
-
 def _timed(fn):
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
@@ -99,7 +95,7 @@ def _row(videos_and_seconds, specs, truths) -> dict:
 
 def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     """Base I2V from the reference, teacher and student on `samples` held-out 45-frame specs."""
-    from fc_jax.images import reference_image, garment_image
+    from fc_jax.images import garment_image, reference_image, to_uint8
     from fc_jax.models import dit, vae
     from fc_jax.sampling.base import sample_ti2v
     from fc_jax.sampling.streaming import StreamingSession
@@ -114,7 +110,7 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     negative = tw.context(student_cfg.sampling.negative_prompt)
     encode = jax.jit(lambda img: vae.encode_image(vae_params, img[None]))
     decode = jax.jit(lambda z: vae.decode(vae_params, z))
-    to_u8 = lambda x: np.asarray(jnp.round((jnp.clip(x[0], -1, 1) + 1) * 127.5)).astype(np.uint8)
+    to_u8 = lambda x: to_uint8(x[0])
     shape = ((ONE_SWITCH[0] - 1) // 4 + 1, v.height // 16, v.width // 16, student_cfg.model.in_channels)
     session = StreamingSession(student_cfg, tw.params["student"], vae_params, negative, seed=seed)
     base = dit.build_model(tw.configs["base"]) if "base" in tw.params else None
@@ -122,7 +118,7 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     rows = {}
     runs = {"base_i2v": [], "teacher": [], "student": []}
     for i, (spec, truth) in enumerate(zip(specs, truths)):
-        context = tw.context(caption_of(spec))
+        context = tw.context(full_caption(spec))
         noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
         ref = encode(jnp.asarray(reference_image(truth.reference, v.height, v.width)))
         gar = encode(jnp.asarray(garment_image(truth.garment, v.height, v.width)))
@@ -192,16 +188,16 @@ def switching(tw: TinyWorld, samples: int, seed: int) -> dict:
     out = {}
     for case, (frames, switch_frames) in (("one_switch", ONE_SWITCH), ("three_switches", THREE_SWITCHES)):
         specs = tw.specs(samples, frames)
-        cases = [(spec, render_sample(dataclasses.replace(spec, num_frames=1)).reference,
-                  render_sample(dataclasses.replace(spec, num_frames=1)).garment, *_switch_case(spec, switch_frames))
-                 for spec in specs]
+        firsts = [render_sample(dataclasses.replace(spec, num_frames=1)) for spec in specs]  # reference, garment
+        cases = [(spec, first.reference, first.garment, *_switch_case(spec, switch_frames))
+                 for spec, first in zip(specs, firsts)]
         out[case] = {"frames": frames, "switch_frames": list(switch_frames), "samples": samples}
         for name, fields in SWITCH_VARIANTS.items():
             session = StreamingSession(cfg, tw.params["student"], tw.params["vae"], tw.context(""), seed=seed,
                                        switch=SwitchOptions(**fields))
             rows = []
             for spec, reference, garment, garments, segments in cases:
-                session.start(reference, garment, tw.context(caption_of(spec)))
+                session.start(reference, garment, tw.context(full_caption(spec)))
                 images = {s: render_garment_image(g, spec.height, spec.width)[0]
                           for s, g in zip(switch_frames, garments[1:])}
                 video = np.concatenate(list(session.stream(frames, images, progress=False)))

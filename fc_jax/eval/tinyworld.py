@@ -36,8 +36,8 @@ from fc_jax.eval.report import Layout
 from fc_jax.tinyworld import metrics as M
 from fc_jax.tinyworld.dataset import example_id
 from fc_jax.tinyworld.render import render_background, render_sample
-from fc_jax.tinyworld.spec import (Spec, dynamic_caption, garment_phrase, spec_from_json, spec_to_json, split_specs,
-                                   static_caption, with_switch)
+from fc_jax.tinyworld.spec import (Spec, dynamic_caption, full_caption, garment_phrase, spec_from_json, spec_to_json,
+                                   split_specs, with_switch)
 
 TABLE_COLUMNS = (("id/id", "ID"), ("motion/motion_alignment", "Motion"), ("motion/amp_score", "Amp."),
                  ("motion/smoo_score", "Smoo."), ("vq/vq", "VQ"), ("garment/hgc", "HGC"), ("garment/lgc", "LGC"),
@@ -67,7 +67,7 @@ def write_tinyworld_bench(dst: str, split: str = "heldout", count: int = 32, hei
             if pixels is not None:
                 row[column] = f"images/{sid}_{what}.png"
                 Image.fromarray(pixels).save(os.path.join(dst, row[column]))
-        caption = f"{dynamic_caption(spec)} {static_caption(spec)}"
+        caption = full_caption(spec)
         rows.append({**row, "prompt": json.dumps({"caption": {"en_short": caption}}), "spec": spec_to_json(spec)})
     columns = ["id", "src_image", "cloth_image", *(["switch_image"] if switch_frame is not None else []), "prompt",
                "spec"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from fc_jax.tinyworld import metrics
 from fc_jax.tinyworld.render import Sample, render_sample
-from fc_jax.tinyworld.spec import Spec, dynamic_caption, split_specs, static_caption, with_switch
+from fc_jax.tinyworld.spec import Spec, dynamic_caption, full_caption, split_specs, with_switch
 
 SEARCHED = 256  # held-out specs looked through for the demo's kind of sample
 
@@ -53,8 +53,7 @@ def demo_case(frames: int, switch_frame: int | None, height: int = 160, width: i
         raise ValueError(f"no walking figure in a top among the first {SEARCHED} held-out tiny-world specs")
     if switch_frame is not None:
         spec = with_switch(spec, switch_frame)
-    caption = f"{dynamic_caption(spec)} {static_caption(spec)}"
-    return DemoCase(spec, render_sample(spec), caption)
+    return DemoCase(spec, render_sample(spec), full_caption(spec))
 
 
 def score(video: np.ndarray, case: DemoCase) -> dict[str, float]:

@@ -284,6 +284,12 @@ def dynamic_caption(spec_or_motion: Spec | Motion) -> str:
     return _DYNAMIC[(m.kind, m.speed)]
 
 
+def full_caption(spec: Spec) -> str:
+    """The dynamic caption, a space, the static one: the order the models train on (`fc_jax.data.preencode`'s
+    full caption, the authors' en_long[0] + " " + en_long[1])."""
+    return f"{dynamic_caption(spec)} {static_caption(spec)}"
+
+
 def parse_dynamic_caption(text: str) -> Motion:
     """The motion a dynamic caption says (lenient about wording: keywords walk/left/right/slow/quick/fast,
     swing, turn, jump, still). ValueError if it names none."""
