@@ -30,6 +30,23 @@ def test_vae_one_pass_equals_streaming():
     np.testing.assert_allclose(vae.decode_raw(params, mu, one_pass=True), frames, atol=1e-5, rtol=1e-5)
 
 
+def test_start_logvar_sets_the_posterior_variance_and_keeps_mu():
+    """`start_logvar` makes the encoder's log-variance the constant `logvar_init` on any input and leaves mu as the
+    random init made it."""
+    from fc_jax.models import vae
+    from fc_jax.training.stages.vae import start_logvar
+
+    config = load_config("tiny")
+    params = vae.init_params(config, jax.random.key(0))
+    started = start_logvar(params, -10.0)
+    video = jax.random.uniform(jax.random.key(1), (1, 5, 32, 32, 3), minval=-1.0, maxval=1.0)
+    mu, logvar = vae.posterior_moments(params, video, one_pass=True)
+    mu1, logvar1 = vae.posterior_moments(started, video, one_pass=True)
+    np.testing.assert_array_equal(mu1, mu)
+    assert float(jnp.std(logvar)) > 0.1
+    np.testing.assert_allclose(logvar1, -10.0, atol=1e-6)
+
+
 def test_random_clip_windows_and_clip_size_errors():
     from fc_jax.data.sources import RandomClip, clip_size
 

@@ -4,7 +4,9 @@
 Per clip x [B, F, H, W, 3] (uint8 -> [-1, 1]): the encoder's posterior (mu, log σ²) over the raw latents, a sample
 z = mu + σ·ε, the unclipped decode x̂ of z (encoder and decoder each run the clip in one pass: the streaming
 values, faster to differentiate); loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
-`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). Evaluation: the loss at a fixed key (`eval/loss`) and the
+`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). A fresh VAE's log-variance starts at `vae_train.logvar_init`
+(`start_logvar`; None keeps the random init's ≈ 0, a σ ≈ 1 posterior noise that the weak KL-weighted
+reconstruction takes the whole run to shrink, while the decoder learns to blur over it). Evaluation: the loss at a fixed key (`eval/loss`) and the
 PSNR of the clipped posterior-mean reconstruction on fixed eval videos (`eval/psnr_db`).
 Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame clips of triplet videos, cut to
 random `vae_train.crop` windows when it is set; evaluation on whole videos, every frame at full size: later
@@ -48,6 +50,16 @@ def psnr_db(params, video_u8) -> jax.Array:
     recon = jnp.clip(vae.decode_raw(params, mu, one_pass=True), -1.0, 1.0)
     mse = jnp.mean(jnp.square((recon - x) * 127.5))
     return 10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-10))
+
+
+def start_logvar(params, logvar_init: float) -> dict:
+    """`params` with the encoder's log-variance output (the second half of `quant_conv`) made the constant
+    `logvar_init`: its kernel columns zero, its biases `logvar_init`; mu's half untouched."""
+    conv = params["quant_conv"]
+    z_dim = conv["bias"].shape[-1] // 2
+    kernel = conv["kernel"].at[..., z_dim:].set(0.0)
+    bias = conv["bias"].at[z_dim:].set(logvar_init)
+    return {**params, "quant_conv": {**conv, "kernel": kernel, "bias": bias}}
 
 
 def open_triplet_data(config):
@@ -96,6 +108,9 @@ class VAE(SingleNetworkStage):
             params = load_params(config.train.init_from, setup.abstract.params)
         else:
             params = vae.init_params(config, jax.random.key(config.train.seed))
+            logvar_init = config.vae_train.get("logvar_init")
+            if logvar_init is not None:
+                params = start_logvar(params, float(logvar_init))
         init = lambda p: fresh_state(p, tx, config.train.seed, self._use_ema(config))
         return jax.jit(init, out_shardings=setup.shardings)(params)
 
