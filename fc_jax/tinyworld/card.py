@@ -123,7 +123,9 @@ def model_card(card: dict, size: int) -> str:
         f"{v.vae.decoder_res_blocks} residual blocks per encoder / decoder stage; 48-channel latents, 16x spatial, "
         f"4x temporal): {r.get('vae', {}).get('steps', '?')} steps of {v.train.global_batch} clips "
         f"({v.vae_train.clip_frames} frames, {tuple(v.vae_train.crop)} windows), L1 + {v.vae_train.mse_weight} MSE "
-        f"+ {v.vae_train.kl_weight} KL, Adam, {v.optim.schedule} learning rate from {v.optim.lr}; EMA "
+        f"+ {v.vae_train.kl_weight} KL, posterior log-variance started at "
+        f"{v.vae_train.get('logvar_init', 'the random init')}, Adam, {v.optim.schedule} learning rate from "
+        f"{v.optim.lr}; EMA "
         f"{v.train.ema_decay} shipped.",
         f"- Text: a word-level tokenizer over the captions' {len(caption_vocabulary())} words, a tiny umT5 "
         f"({b.umt5.num_layers} layers, {b.umt5.d_model} wide) at seed {card['text_seed']}, frozen (never trained).",

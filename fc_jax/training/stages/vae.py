@@ -4,10 +4,11 @@
 Per clip x [B, F, H, W, 3] (uint8 -> [-1, 1]): the encoder's posterior (mu, log σ²) over the raw latents, a sample
 z = mu + σ·ε, the unclipped decode x̂ of z (encoder and decoder each run the clip in one pass: the streaming
 values, faster to differentiate); loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
-`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). A fresh VAE's log-variance starts at `vae_train.logvar_init`
-(`start_logvar`; None keeps the random init's ≈ 0, a σ ≈ 1 posterior noise that the weak KL-weighted
-reconstruction takes the whole run to shrink, while the decoder learns to blur over it). Evaluation: the loss at a fixed key (`eval/loss`) and the
-PSNR of the clipped posterior-mean reconstruction on fixed eval videos (`eval/psnr_db`).
+`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). A fresh VAE's log-variance starts at
+`vae_train.logvar_init` (`start_logvar`; None keeps the random init's ≈ 0, a σ ≈ 1 posterior noise that the weakly
+weighted KL and the reconstruction shrink only slowly, while the decoder learns to blur over it). Evaluation: the
+loss at a fixed key (`eval/loss`) and the PSNR of the clipped posterior-mean reconstruction on fixed eval videos
+(`eval/psnr_db`).
 Data: `fc_jax.data.sources.clip_batches` (random `vae_train.clip_frames`-frame clips of triplet videos, cut to
 random `vae_train.crop` windows when it is set; evaluation on whole videos, every frame at full size: later
 chunks drift when training clips are short, and only whole videos show it).
