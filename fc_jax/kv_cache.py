@@ -127,6 +127,16 @@ class KVCache:
         c = self.num_chunks
         return jnp.where(c < s.history_chunks, c, s.sink_chunks + (c - s.sink_chunks) % ring)
 
+    def slot_segments(self):
+        """Commit order, within the segment, of the chunk in each history slot [history_chunks] int32 (the
+        inverse of `commit_slot`; meaningful for the valid slots): in order while filling, the sink slots
+        always their first chunks, a ring slot its latest."""
+        s = self.spec
+        ring = s.history_chunks - s.sink_chunks
+        slot = jnp.arange(s.history_chunks, dtype=jnp.int32)
+        n = self.num_chunks
+        return jnp.where((n <= s.history_chunks) | (slot < s.sink_chunks), slot, n - 1 - (n - 1 - slot) % ring)
+
 
 def init_cache(model: dit.WanDiT, spec: CacheSpec, batch: int, latent_h: int, latent_w: int) -> KVCache:
     """An empty (not prefilled) cache in the model's compute dtype."""
@@ -176,8 +186,9 @@ def prefill(model, params, cache: KVCache, reference, garment, context) -> KVCac
     )
 
 
-def _chunk_forward(model, params, cache: KVCache, x, t, return_kv: bool):
-    """The model on one chunk x [B, chunk_frames, h, w, C] at per-sample t [B], attending over the cache."""
+def chunk_forward(model, params, cache: KVCache, x, t, return_kv: bool, mutable=False):
+    """The model on one chunk x [B, chunk_frames, h, w, C] at per-sample t [B], attending over the cache: the
+    flow prediction (and with `return_kv` the chunk's K/V), with `mutable` (flax's) also the collections."""
     spec = cache.spec
     b, f = x.shape[:2]
     if f != spec.chunk_frames:
@@ -189,7 +200,7 @@ def _chunk_forward(model, params, cache: KVCache, x, t, return_kv: bool):
     return model.apply(
         {"params": params}, x, timesteps, None, positions,
         kv_lengths=jnp.full((b,), offset + spec.chunk_tokens, jnp.int32),
-        cache=layer_cache, write_at=offset, return_kv=return_kv,
+        cache=layer_cache, write_at=offset, return_kv=return_kv, mutable=mutable,
     )
 
 
@@ -199,7 +210,7 @@ def denoise(model, params, cache: KVCache, x_t, t, sigma=None):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x_t.shape[0],))
     if sigma is not None:
         sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x_t.shape[0],))
-    v = _chunk_forward(model, params, cache, x_t, t, return_kv=False)
+    v = chunk_forward(model, params, cache, x_t, t, return_kv=False)
     return flow.x0_from_flow(x_t.astype(jnp.float32), v, t, sigma)
 
 
@@ -241,7 +252,7 @@ def denoise_chunks(model, params, cache: KVCache, x_t, t, sigma=None, context=No
 def commit(model, params, cache: KVCache, clean_chunk) -> KVCache:
     """The t = 0 context pass: write the clean chunk's K/V into its history slot and advance."""
     spec = cache.spec
-    _, kv = _chunk_forward(model, params, cache, clean_chunk, jnp.zeros((clean_chunk.shape[0],)), return_kv=True)
+    _, kv = chunk_forward(model, params, cache, clean_chunk, jnp.zeros((clean_chunk.shape[0],)), return_kv=True)
     offset = spec.cond_tokens + cache.commit_slot() * spec.chunk_tokens
     return cache.replace(
         k=_write_tokens(cache.k, kv["k"], offset),

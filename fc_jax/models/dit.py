@@ -182,7 +182,8 @@ class Attention(nn.Module):
     `kv_buffer=(k_buf, v_buf)` [B, S_buf, N, H] plus `write_at` (int): the new keys/values are written into a
     copy of the buffer at token `write_at` and the queries attend over that buffer (limit with `kv_lengths`);
     with `prefix` (a `CachePrefix`) instead, they attend over the buffer's prefix followed by the new keys/values.
-    The returned (k, v) are then the new ones only.
+    The returned (k, v) are then the new ones only. The queries (after RoPE) [B, T, N, H] are sown as
+    intermediates "queries", returned only when applied with `mutable=["intermediates"]` (`fc_jax.kv_probes`).
     """
 
     cfg: DiTConfig
@@ -206,6 +207,7 @@ class Attention(nn.Module):
         if rope is not None:
             q = apply_rope(q, *rope)
         q = _constrain(q, ("batch", "tokens", "heads", "head_dim"))
+        self.sow("intermediates", "queries", q)
         keys, values = k, v
         if kv_buffer is not None and self.prefix is not None:
             keys, values = self.prefix.keys_values(kv_buffer, (k, v))
@@ -362,7 +364,7 @@ class WanDiT(nn.Module):
         )
         blocks = nn.scan(
             _ScannedBlock,
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, "intermediates": 0},
             split_rngs={"params": True},
             in_axes=(nn.broadcast, 0),
             length=cfg.num_layers,
