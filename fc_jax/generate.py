@@ -13,6 +13,11 @@ case and are left out then).
 overrides; it goes with `--checkpoint`, or alone for a RANDOM-weight smoke run (also what runs when no tiny-world
 student is installed).
 
+For researchers: `--probe=probes.json` writes every chunk's attention probes (`fc_jax.kv_probes`: the mass of its
+last denoising step on the reference, the garment, the sink, each history chunk by age and itself, per layer),
+and `--edit=module:function` (with `--edit_args='{"name": number}'`) runs a KV edit of the `fc_jax.kv_edits`
+protocol at every switch in place of the built-in refresh + withdraw + disentangle.
+
 `--checkpoint=DIR` holds `dit/` and `vae/` (orbax folders written by `python -m fc_jax.convert`, or by
 `python -m fc_jax.export ... --vae=...` from a training run), and for the prompt either `text_cache.npz` (an
 `fc_jax.text.EmbeddingCache` file holding the prompt) or `umt5/` plus `--tokenizer`. Without `--checkpoint` the
@@ -30,6 +35,7 @@ early (Ctrl-C: exit status 130, SIGTERM: 143, or an error) the frames made so fa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -81,6 +87,13 @@ _NO_DISENTANGLE = flags.DEFINE_bool("no_disentangle", False, "ablation: keep the
 _KEEP = flags.DEFINE_integer("keep_frames", 0, "history latent frames kept at a switch (multiple of 3)",
                              flag_values=FLAGS)
 _REBASE = flags.DEFINE_bool("rebase", False, "restart RoPE positions after a full withdraw", flag_values=FLAGS)
+_PROBE = flags.DEFINE_string("probe", None, "JSON file: every chunk's attention probes (fc_jax.kv_probes: the mass "
+                             "per layer on the reference, garment, sink, history by age and the chunk itself)",
+                             flag_values=FLAGS)
+_EDIT = flags.DEFINE_string("edit", None, "module:function — a KV edit (fc_jax.kv_edits protocol) that replaces the "
+                            "built-in switch, e.g. fc_jax.kv_edits:selective_switch", flag_values=FLAGS)
+_EDIT_ARGS = flags.DEFINE_string("edit_args", None, "JSON object of numbers passed to --edit's edit as keyword "
+                                 "arguments, e.g. '{\"threshold\": 0.2}'", flag_values=FLAGS)
 _DEBUG = cli.DEFINE_debug(FLAGS)
 
 
@@ -193,20 +206,51 @@ def check_inputs(job: Job) -> None:
     if _REBASE.value and _NO_WITHDRAW.value:
         raise cli.UserError("--rebase restarts RoPE positions after the history is withdrawn; it cannot go with "
                             "--no_withdraw")
-    try:
-        check_writable(_OUTPUT.value)
-    except ValueError as e:
-        raise cli.UserError(f"--output: {e}") from e
+    for flag, path in (("--output", _OUTPUT.value), ("--probe", _PROBE.value)):
+        try:
+            if path is not None:
+                check_writable(path)
+        except ValueError as e:
+            raise cli.UserError(f"{flag}: {e}") from e
     from fc_jax.inference import check_checkpoint, checkpoint_parts
 
     try:
         if _CHECKPOINT.value:
             checkpoint_parts(_CHECKPOINT.value, _TOKENIZER.value)  # its folders, before jax is imported
         _check_switch_options(config)
+        edit_spec()
         if _CHECKPOINT.value:
             check_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value, [job.prompt])
     except (OSError, ValueError) as e:
         raise cli.UserError(str(e)) from e
+
+
+def edit_spec():
+    """The --edit function with --edit_args bound, or None; UserError for flags that do not go together, bad
+    arguments or an edit that cannot be imported."""
+    if _EDIT.value is None:
+        if _EDIT_ARGS.value is not None:
+            raise cli.UserError("--edit_args are the arguments of --edit's edit; give --edit too")
+        return None
+    ablations = [name for name, on in (("--no_refresh", _NO_REFRESH.value), ("--no_withdraw", _NO_WITHDRAW.value),
+                                       ("--no_disentangle", _NO_DISENTANGLE.value), ("--keep_frames", _KEEP.value),
+                                       ("--rebase", _REBASE.value)) if on]
+    if ablations:
+        raise cli.UserError(f"--edit replaces the built-in switch; {', '.join(ablations)} cannot go with it")
+    try:
+        args = json.loads(_EDIT_ARGS.value) if _EDIT_ARGS.value is not None else {}
+    except json.JSONDecodeError as e:
+        raise cli.UserError(f"--edit_args={_EDIT_ARGS.value}: not JSON ({e})") from e
+    if not isinstance(args, dict) or not all(isinstance(v, (int, float)) for v in args.values()):
+        raise cli.UserError(f"--edit_args={_EDIT_ARGS.value}: expected a JSON object of numbers, e.g. "
+                            '\'{"threshold": 0.2}\'')
+    from fc_jax.kv_edits import load_edit
+
+    try:
+        edit = load_edit(_EDIT.value)
+    except ValueError as e:
+        raise cli.UserError(f"--edit: {e}") from e
+    return functools.partial(edit, **args) if args else edit
 
 
 def _check_switch_options(config) -> None:
@@ -312,13 +356,14 @@ def _stream(job: Job) -> dict:
         print(job.note, file=sys.stderr)
     print(f"{WEIGHTS_LINE}: {source}", file=sys.stderr, flush=True)
     reference, garment, switches, prompt, case = _inputs(job)
+    edit = edit_spec()
     dit_params, vae_params, context, light = _load_weights(job, prompt, jax.random.key(_SEED.value))
     if job.mode == "random":
         print(f"RANDOM weights of config '{config.name}' (a smoke test, not a real video)", file=sys.stderr)
     options = SwitchOptions(not _NO_REFRESH.value, not _NO_WITHDRAW.value, not _NO_DISENTANGLE.value,
                             _KEEP.value, _REBASE.value)
     session = StreamingSession(config, dit_params, vae_params, context, seed=_SEED.value, switch=options,
-                               decoder=_DECODER.value, light_decoder_params=light)
+                               decoder=_DECODER.value, light_decoder_params=light, probe=_PROBE.value is not None)
     start = time.perf_counter()
     session.start(reference, garment)
     print(f"streaming {job.frames} frames to {_OUTPUT.value} (the first chunk compiles the student's steps) ...",
@@ -327,7 +372,7 @@ def _stream(job: Job) -> dict:
     writer = Mp4Writer(_OUTPUT.value, fps=config.video.fps, keep_partial=True)
     try:
         with writer:
-            for frames in session.stream(job.frames, switches):
+            for frames in session.stream(job.frames, switches, edit=edit):
                 if first_frame_s is None:
                     first_frame_s = time.perf_counter() - start
                 writer.write(frames)
@@ -339,6 +384,9 @@ def _stream(job: Job) -> dict:
             print(f"{PROG}: stopped after {writer.frames_written} of {job.frames} frames ({reason}); the frames "
                   f"made so far are in {writer.kept}", file=sys.stderr, flush=True)
         raise
+    finally:
+        if _PROBE.value is not None:
+            _write_probes(_PROBE.value, session)
     total = time.perf_counter() - start
     summary = {
         "config": config.name, "weights": job.mode if job.mode != "tinyworld" else job.weights,
@@ -346,7 +394,7 @@ def _stream(job: Job) -> dict:
         "size": [config.video.height, config.video.width], "switches": sorted(switches),
         "seconds": round(total, 2), "first_frame_seconds": round(first_frame_s, 2),
         "fps_including_compile": round(writer.frames_written / total, 2), "position_shifts": session.position_shifts,
-        "output": _OUTPUT.value,
+        "edit": _EDIT.value, "probe": _PROBE.value, "output": _OUTPUT.value,
     }
     if case is not None:
         from fc_jax.tinyworld.demo import score
@@ -354,6 +402,15 @@ def _stream(job: Job) -> dict:
         summary["prompt"] = prompt
         summary["tinyworld_metrics"] = {k: round(v, 4) for k, v in score(np.concatenate(made), case).items()}
     return summary
+
+
+def _write_probes(path: str, session) -> None:
+    """The session's probe log (the chunks made so far) as JSON: regions, then per chunk its masses per layer."""
+    from fc_jax import kv_probes
+
+    with open(path, "w") as f:
+        json.dump({"regions": list(kv_probes.region_names(session.spec)), "layers": session.model.cfg.num_layers,
+                   "chunks": session.probe_log}, f)
 
 
 def _terminated(signum, frame):

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax import flow, images, kv_cache
+from fc_jax import flow, images, kv_cache, kv_probes
 from fc_jax.models import dit, light_decoder, vae
-from fc_jax.sampling.frames import chunk_count, switch_chunks
+from fc_jax.sampling.frames import chunk_count, chunk_start, switch_chunks
 from fc_jax.sampling.student import denoise_chunk
 
 
@@ -55,16 +55,27 @@ def student_chunk(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas
     return x0, kv_cache.commit(model, params, cache, x0)
 
 
+def probed_student_chunk(model, params, cache: kv_cache.KVCache, key, timesteps, sigmas):
+    """`student_chunk` that also probes where the chunk's last denoising step looks (`kv_probes.probe` at that
+    step's input and timestep, on the cache it denoised over): (x0, cache, Probes)."""
+    x, x0 = denoise_chunk(model, params, cache, key, timesteps, sigmas, timesteps.shape[0])
+    probes = kv_probes.probe(model, params, cache, x, timesteps[-1])
+    return x0, kv_cache.commit(model, params, cache, x0), probes
+
+
 DECODERS = ("vae", "light")
 
 
 class StreamingSession:
     """One stream: `start(reference, garment)`, then `next_chunk()` repeatedly, `switch_garment(image)` between
     chunks. Images may be paths, PIL images or uint8 arrays of any size (preprocessed as the authors do).
-    `decoder`: "vae" (the VAE's streaming decoder) or "light" (`light_decoder_params`' light decoder)."""
+    `decoder`: "vae" (the VAE's streaming decoder) or "light" (`light_decoder_params`' light decoder).
+    `probe`: every chunk also records its attention probes (`probed_student_chunk`) in `probe_log`: per chunk
+    {"chunk", "first_frame", "after_switch", "mass": `Probes.summary()`}."""
 
     def __init__(self, config, dit_params, vae_params, context, *, seed: int = 0,
-                 switch: SwitchOptions = SwitchOptions(), decoder: str = "vae", light_decoder_params=None):
+                 switch: SwitchOptions = SwitchOptions(), decoder: str = "vae", light_decoder_params=None,
+                 probe: bool = False):
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}: expected one of {DECODERS}")
         if (decoder == "light") != (light_decoder_params is not None):
@@ -87,7 +98,10 @@ class StreamingSession:
         timesteps, sigmas = flow.student_schedule(config.sampling.student_timesteps, config.sampling.shift)
         self.timesteps, self.sigmas = jnp.asarray(timesteps, jnp.float32), jnp.asarray(sigmas, jnp.float32)
         self.ops = kv_cache.Ops(self.model, donate=True)
-        self._chunk = kv_cache.jit_op(student_chunk, self.model, donate=True)
+        self.probe = probe
+        self.probe_log: list[dict] = []
+        self._switched = False  # a switch ran since the last chunk (for the probe log)
+        self._chunk = kv_cache.jit_op(probed_student_chunk if probe else student_chunk, self.model, donate=True)
         self._key = jax.random.key(seed)
         self._cache = None
         self._decode_state = None  # the streaming decoder's cache / state
@@ -119,6 +133,7 @@ class StreamingSession:
         self.context = context
         self._decode_state = self._fresh_decode_state()
         self._last_frame, self.chunks_made, self._chunks_denoised, self.frames_made = None, 0, 0, 0
+        self.probe_log, self._switched = [], False
 
     def _fresh_decode_state(self):
         if self.decoder == "light":
@@ -155,7 +170,12 @@ class StreamingSession:
         self._require_started("next_chunk()")
         self._keep_positions_in_table()
         key = jax.random.fold_in(self._key, self._chunks_denoised)
-        x0, self._cache = self._chunk(self.dit_params, self._cache, key, self.timesteps, self.sigmas)
+        out = self._chunk(self.dit_params, self._cache, key, self.timesteps, self.sigmas)
+        x0, self._cache = out[:2]
+        if self.probe:
+            self.probe_log.append({"chunk": self._chunks_denoised, "first_frame": chunk_start(self._chunks_denoised),
+                                   "after_switch": self._switched, "mass": out[2].summary()})
+        self._switched = False
         self._chunks_denoised += 1
         return x0
 
@@ -168,27 +188,46 @@ class StreamingSession:
         return images.to_uint8(frames[0])
 
     # -- interaction ------------------------------------------------------------------------------------------
-    def switch_garment(self, garment, **overrides) -> None:
-        """Switch to a new garment between chunks; `overrides` change fields of the session's SwitchOptions."""
+    def apply_edit(self, edit, **kwargs) -> None:
+        """Run a KV edit (`fc_jax.kv_edits`: `edit(model, params, cache, **kwargs) -> cache`) on the stream's
+        cache between chunks, jit-compiled once per edit with the cache donated; `kwargs` are arrays or numbers
+        (traced). An edit that fails while it is traced leaves the session as it was (nothing was donated)."""
+        self._require_started("apply_edit()")
+        self._cache = kv_cache.jit_op(edit, self.model, donate=True)(self.dit_params, self._cache, **kwargs)
+        self._switched = True
+
+    def _switch_reference(self):
+        """The last generated frame re-encoded as a single image (the original reference before any chunk)."""
+        if self._last_frame is None:
+            return self._cache.reference
+        return vae.encode_image(self.vae_params, self._last_frame)
+
+    def switch_garment(self, garment, edit=None, **overrides) -> None:
+        """Switch to a new garment between chunks; `overrides` change fields of the session's SwitchOptions.
+        `edit` (a `fc_jax.kv_edits` edit, in place of the built-in switch) is called with `garment=` the new
+        garment's latents and `reference=` the last frame re-encoded."""
         self._require_started("switch_garment()")
+        if edit is not None and overrides:
+            raise ValueError(f"switch_garment: an edit replaces the built-in switch; its options {sorted(overrides)} "
+                             "do not apply")
         options = dataclasses.replace(self.switch_options, **overrides)
         garment_latent = self._garment_latent(garment)  # reads and checks the image before the cache is touched
-        reference = None
-        if options.disentangle:
-            if self._last_frame is None:
-                reference = self._cache.reference  # nothing generated yet: the original reference stands
-            else:
-                reference = vae.encode_image(self.vae_params, self._last_frame)
+        if edit is not None:
+            self.apply_edit(edit, garment=garment_latent, reference=self._switch_reference())
+            return
+        reference = self._switch_reference() if options.disentangle else None
         self._cache = self.ops.switch_garment(
             self.dit_params, self._cache, garment_latent, reference,
             refresh=options.refresh, withdraw=options.withdraw, disentangle=options.disentangle,
             keep_frames=options.keep_frames, rebase=options.rebase,
         )
+        self._switched = True
 
     def stream(self, num_frames: int, switches: Mapping[int, object] | None = None,
-               progress: bool = True) -> Iterator[np.ndarray]:
+               progress: bool = True, edit=None) -> Iterator[np.ndarray]:
         """Yield uint8 frame chunks until `num_frames` frames are made, switching garments at the given frames
-        (each applied before the first chunk starting at or after its frame). Call `start` first."""
+        (each applied before the first chunk starting at or after its frame; by `edit` if given, see
+        `switch_garment`). Call `start` first."""
         self._require_started("stream()")
         chunks = chunk_count(num_frames, self.spec.chunk_frames)
         plan = switch_chunks(switches or {}, num_frames, self.spec.chunk_frames)
@@ -197,7 +236,7 @@ class StreamingSession:
         start = time.perf_counter()
         for c in range(chunks):
             if c in plan:
-                self.switch_garment(plan[c])
+                self.switch_garment(plan[c], edit=edit)
                 if progress:
                     print(f"switched garment before frame {self.frames_made}", file=sys.stderr)
             frames = self.next_chunk()
