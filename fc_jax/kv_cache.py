@@ -13,13 +13,16 @@ Operations (each returns a new cache; none mutates its input):
   prefill, denoise (reads), commit (the t = 0 context pass), refresh_garment, withdraw_history,
   disentangle_reference, switch_garment (= the three, each switchable), shift_positions (moves every key along
   the RoPE frame axis, so a stream never runs out of table positions). `Ops(model)` jit-compiles them once,
-  optionally donating the cache buffers.
+  optionally donating the cache buffers. `check_edit` checks a custom edit against the protocol of
+  `fc_jax.kv_edits` (pure, static shapes, one compile, donatable, invariants kept).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
+from typing import Callable
 
 import flax.struct
 import jax
@@ -398,3 +401,121 @@ def _jitted_withdraw(donate: bool):
 @functools.lru_cache(maxsize=None)
 def _jitted_shift(donate: bool):
     return jax.jit(shift_positions, donate_argnames=("cache",) if donate else ())
+
+
+# -- the checker for custom edits (the protocol: fc_jax.kv_edits) ----------------------------------------------
+
+class EditCheckError(ValueError):
+    """An edit broke the protocol; `failures` maps each failed check to what was found."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        super().__init__("the edit breaks the KV-edit protocol:\n" +
+                         "\n".join(f"  {name}: {why}" for name, why in failures.items()))
+
+
+def _snapshot(cache) -> list[np.ndarray]:
+    return [np.array(leaf, copy=True) for leaf in jax.tree.leaves(cache)]
+
+
+def _same(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+                                      for x, y in zip(la, lb))
+
+
+def _abstract(cache):
+    return jax.tree.structure(cache), [(np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(cache)]
+
+
+def _invariant_failures(before: KVCache, after: KVCache, rope_max_positions: int) -> list[str]:
+    s = after.spec
+    n, nxt, cond = int(after.num_chunks), int(after.next_frame), int(after.cond_frame)
+    found = []
+    if n < 0:
+        found.append(f"num_chunks {n} < 0")
+    if bool(after.prefilled) != bool(before.prefilled):
+        found.append(f"prefilled changed from {bool(before.prefilled)} to {bool(after.prefilled)}")
+    kept = s.cond_frames + min(n, s.history_chunks) * s.chunk_frames
+    if nxt - cond < kept:
+        found.append(f"next_frame {nxt} is not after the condition block (frame {cond}) and the {min(n, s.history_chunks)} "
+                     f"valid history chunks: the next chunk would sit at a position already taken")
+    if nxt + s.chunk_frames > rope_max_positions:
+        found.append(f"the next chunk (frames {nxt}..{nxt + s.chunk_frames - 1}) reads past the RoPE table "
+                     f"({rope_max_positions} positions)")
+    return found
+
+
+def check_edit(edit: Callable, model, params, cache: KVCache, **kwargs) -> dict[str, str]:
+    """Check `edit(model, params, cache, **kwargs)` against the protocol on this cache; every check runs and
+    EditCheckError lists each one that fails. Returns {check: "ok"} when all pass:
+      runs          it runs eagerly on this cache and these arguments (else nothing else is checked)
+      traceable     it runs under jax.jit (no concrete reads of traced values)
+      static        the output is a KVCache with the input's tree, spec, shapes and dtypes
+      pure          the input cache is unchanged, two eager calls agree exactly and agree with the jitted one
+      compiles_once the jitted edit applied again to its own output is not traced again
+      donatable     jitted with the cache donated, it gives the same cache
+      invariants    num_chunks >= 0, prefilled kept, the next chunk after the condition block and the kept
+                    history and inside the RoPE table
+    Runs the edit a few times (eagerly and jitted); the cache is copied first, never donated itself."""
+    failures: dict[str, str] = {}
+    before = _snapshot(cache)
+    traces = []
+
+    def counted(c, kw):
+        traces.append(1)
+        return edit(model, params, c, **kw)
+
+    jitted = jax.jit(counted)
+    try:
+        out_jit = jitted(cache, kwargs)
+    except Exception as e:  # noqa: BLE001 - what the edit raised is the finding
+        failures["traceable"] = f"{type(e).__name__}: {e}"
+        out_jit = None
+    try:
+        out_1 = edit(model, params, cache, **kwargs)
+        out_2 = edit(model, params, cache, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        failures["runs"] = f"{type(e).__name__}: {e}"
+        raise EditCheckError(failures) from e
+    if not _same(before, _snapshot(cache)):
+        failures["pure"] = "the input cache changed"
+    elif not _same(out_1, out_2):
+        failures["pure"] = "two calls on the same input gave different caches (state kept between calls?)"
+    elif out_jit is not None and not all(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+                                         for a, b in zip(jax.tree.leaves(out_jit), jax.tree.leaves(out_1))):
+        failures["pure"] = "the jitted edit and the eager one gave different caches"
+    if not isinstance(out_1, KVCache):
+        failures["static"] = f"returned {type(out_1).__name__}, not a KVCache"
+    elif out_1.spec != cache.spec:
+        failures["static"] = f"the spec changed: {cache.spec} -> {out_1.spec}"
+    elif _abstract(out_1) != _abstract(cache):
+        changed = [f"{jax.tree_util.keystr(p)} {np.shape(a)} {jnp.result_type(a)} -> {np.shape(b)} {jnp.result_type(b)}"
+                   for (p, a), b in zip(jax.tree_util.tree_flatten_with_path(cache)[0], jax.tree.leaves(out_1))
+                   if (np.shape(a), jnp.result_type(a)) != (np.shape(b), jnp.result_type(b))]
+        failures["static"] = "shapes or dtypes changed: " + ", ".join(changed)
+    if out_jit is not None and "static" not in failures:
+        try:
+            jitted(out_jit, kwargs)
+            if len(traces) > 1:
+                failures["compiles_once"] = (f"traced {len(traces)} times for two calls of the same shapes (its "
+                                             "output's types differ from its input's, e.g. a weak-typed Python "
+                                             "scalar, or a changed static field)")
+        except Exception as e:  # noqa: BLE001
+            failures["compiles_once"] = f"applying it to its own output failed: {type(e).__name__}: {e}"
+        copy = jax.tree.map(jnp.array, cache)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            donated = jax.jit(counted, donate_argnums=0)(copy, kwargs)
+        unusable = [str(w.message) for w in caught if "donated" in str(w.message).lower()]
+        if unusable:
+            failures["donatable"] = unusable[0]
+        elif not _same(donated, out_jit):
+            failures["donatable"] = "with the cache donated it gave a different cache"
+    if isinstance(out_1, KVCache) and "static" not in failures:
+        found = _invariant_failures(cache, out_1, model.cfg.rope_max_positions)
+        if found:
+            failures["invariants"] = "; ".join(found)
+    if failures:
+        raise EditCheckError(failures)
+    return {name: "ok" for name in ("runs", "traceable", "static", "pure", "compiles_once", "donatable", "invariants")}

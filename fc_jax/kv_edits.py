@@ -1,4 +1,4 @@
-"""Custom KV-cache edits as plug-ins, a checker for them, and edits beyond the paper.
+"""Custom KV-cache edits as plug-ins: the protocol, and edits beyond the paper.
 
 The protocol: an edit is a function
 
@@ -9,7 +9,7 @@ the input's tree, spec, shapes and dtypes, so it jit-compiles once and the cache
 cache's invariants. `StreamingSession.apply_edit(edit, **kwargs)` runs one between chunks, and
 `StreamingSession.switch_garment(image, edit=edit)` / `python -m fc_jax.generate --edit=module:function` run
 one at every garment switch with the keyword arguments `garment` (the new garment's latents [B, 1, h, w, C]) and
-`reference` (the last generated frame re-encoded, [B, 1, h, w, C]). `check_edit` tells a researcher whether an
+`reference` (the last generated frame re-encoded, [B, 1, h, w, C]). `kv_cache.check_edit` tells a researcher whether an
 edit keeps the protocol.
 
 Examples (each an edit by the protocol):
@@ -22,130 +22,12 @@ Examples (each an edit by the protocol):
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fc_jax import kv_cache, kv_probes
-
-
-class EditCheckError(ValueError):
-    """An edit broke the protocol; `failures` maps each failed check to what was found."""
-
-    def __init__(self, failures: dict[str, str]):
-        self.failures = failures
-        super().__init__("the edit breaks the KV-edit protocol:\n" +
-                         "\n".join(f"  {name}: {why}" for name, why in failures.items()))
-
-
-def _snapshot(cache) -> list[np.ndarray]:
-    return [np.array(leaf, copy=True) for leaf in jax.tree.leaves(cache)]
-
-
-def _same(a, b) -> bool:
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
-                                      for x, y in zip(la, lb))
-
-
-def _abstract(cache):
-    return jax.tree.structure(cache), [(np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(cache)]
-
-
-def _invariant_failures(before: kv_cache.KVCache, after: kv_cache.KVCache, rope_max_positions: int) -> list[str]:
-    s = after.spec
-    n, nxt, cond = int(after.num_chunks), int(after.next_frame), int(after.cond_frame)
-    found = []
-    if n < 0:
-        found.append(f"num_chunks {n} < 0")
-    if bool(after.prefilled) != bool(before.prefilled):
-        found.append(f"prefilled changed from {bool(before.prefilled)} to {bool(after.prefilled)}")
-    kept = s.cond_frames + min(n, s.history_chunks) * s.chunk_frames
-    if nxt - cond < kept:
-        found.append(f"next_frame {nxt} is not after the condition block (frame {cond}) and the {min(n, s.history_chunks)} "
-                     f"valid history chunks: the next chunk would sit at a position already taken")
-    if nxt + s.chunk_frames > rope_max_positions:
-        found.append(f"the next chunk (frames {nxt}..{nxt + s.chunk_frames - 1}) reads past the RoPE table "
-                     f"({rope_max_positions} positions)")
-    return found
-
-
-def check_edit(edit: Callable, model, params, cache: kv_cache.KVCache, **kwargs) -> dict[str, str]:
-    """Check `edit(model, params, cache, **kwargs)` against the protocol on this cache; every check runs and
-    EditCheckError lists each one that fails. Returns {check: "ok"} when all pass:
-      runs          it runs eagerly on this cache and these arguments (else nothing else is checked)
-      traceable     it runs under jax.jit (no concrete reads of traced values)
-      static        the output is a KVCache with the input's tree, spec, shapes and dtypes
-      pure          the input cache is unchanged, two eager calls agree exactly and agree with the jitted one
-      compiles_once the jitted edit applied again to its own output is not traced again
-      donatable     jitted with the cache donated, it gives the same cache
-      invariants    num_chunks >= 0, prefilled kept, the next chunk after the condition block and the kept
-                    history and inside the RoPE table
-    Runs the edit a few times (eagerly and jitted); the cache is copied first, never donated itself."""
-    failures: dict[str, str] = {}
-    before = _snapshot(cache)
-    traces = []
-
-    def counted(c, kw):
-        traces.append(1)
-        return edit(model, params, c, **kw)
-
-    jitted = jax.jit(counted)
-    try:
-        out_jit = jitted(cache, kwargs)
-    except Exception as e:  # noqa: BLE001 - what the edit raised is the finding
-        failures["traceable"] = f"{type(e).__name__}: {e}"
-        out_jit = None
-    try:
-        out_1 = edit(model, params, cache, **kwargs)
-        out_2 = edit(model, params, cache, **kwargs)
-    except Exception as e:  # noqa: BLE001
-        failures["runs"] = f"{type(e).__name__}: {e}"
-        raise EditCheckError(failures) from e
-    if not _same(before, _snapshot(cache)):
-        failures["pure"] = "the input cache changed"
-    elif not _same(out_1, out_2):
-        failures["pure"] = "two calls on the same input gave different caches (state kept between calls?)"
-    elif out_jit is not None and not all(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-                                         for a, b in zip(jax.tree.leaves(out_jit), jax.tree.leaves(out_1))):
-        failures["pure"] = "the jitted edit and the eager one gave different caches"
-    if not isinstance(out_1, kv_cache.KVCache):
-        failures["static"] = f"returned {type(out_1).__name__}, not a KVCache"
-    elif out_1.spec != cache.spec:
-        failures["static"] = f"the spec changed: {cache.spec} -> {out_1.spec}"
-    elif _abstract(out_1) != _abstract(cache):
-        changed = [f"{jax.tree_util.keystr(p)} {np.shape(a)} {jnp.result_type(a)} -> {np.shape(b)} {jnp.result_type(b)}"
-                   for (p, a), b in zip(jax.tree_util.tree_flatten_with_path(cache)[0], jax.tree.leaves(out_1))
-                   if (np.shape(a), jnp.result_type(a)) != (np.shape(b), jnp.result_type(b))]
-        failures["static"] = "shapes or dtypes changed: " + ", ".join(changed)
-    if out_jit is not None and "static" not in failures:
-        try:
-            jitted(out_jit, kwargs)
-            if len(traces) > 1:
-                failures["compiles_once"] = (f"traced {len(traces)} times for two calls of the same shapes (its "
-                                             "output's types differ from its input's, e.g. a weak-typed Python "
-                                             "scalar, or a changed static field)")
-        except Exception as e:  # noqa: BLE001
-            failures["compiles_once"] = f"applying it to its own output failed: {type(e).__name__}: {e}"
-        copy = jax.tree.map(jnp.array, cache)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            donated = jax.jit(counted, donate_argnums=0)(copy, kwargs)
-        unusable = [str(w.message) for w in caught if "donated" in str(w.message).lower()]
-        if unusable:
-            failures["donatable"] = unusable[0]
-        elif not _same(donated, out_jit):
-            failures["donatable"] = "with the cache donated it gave a different cache"
-    if isinstance(out_1, kv_cache.KVCache) and "static" not in failures:
-        found = _invariant_failures(cache, out_1, model.cfg.rope_max_positions)
-        if found:
-            failures["invariants"] = "; ".join(found)
-    if failures:
-        raise EditCheckError(failures)
-    return {name: "ok" for name in ("runs", "traceable", "static", "pure", "compiles_once", "donatable", "invariants")}
 
 
 # -- edits beyond the paper -----------------------------------------------------------------------------------

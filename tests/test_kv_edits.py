@@ -50,14 +50,14 @@ def test_check_edit_passes_the_built_in_edits(setup):
         (kv_edits.reference_only_refresh, dict(garment=g, reference=r)),
     ]
     for edit, kwargs in cases:
-        report = kv_edits.check_edit(edit, model, params, cache, **kwargs)
+        report = kvc.check_edit(edit, model, params, cache, **kwargs)
         assert set(report.values()) == {"ok"}, edit.__name__
 
 
 def _failures(edit, setup):
     model, params, _, _, stream = setup
-    with pytest.raises(kv_edits.EditCheckError) as info:
-        kv_edits.check_edit(edit, model, params, stream(2))
+    with pytest.raises(kvc.EditCheckError) as info:
+        kvc.check_edit(edit, model, params, stream(2))
     return info.value.failures
 
 
