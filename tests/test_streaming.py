@@ -219,3 +219,48 @@ def test_mp4_roundtrip(tmp_path):
             w.write(frames[:4])
             raise RuntimeError("boom")
     assert sorted(os.listdir(tmp_path)) == ["k.partial.mp4", "v.mp4"]
+
+
+def test_probes_are_logged_per_chunk_and_change_no_frame(parts):
+    _, _, _, _, pics = parts
+    plain, probed = _session(parts), _session(parts, probe=True)
+    made = []
+    for c in range(3):
+        if c == 2:
+            plain.switch_garment(pics[2]), probed.switch_garment(pics[2])
+        made.append((plain.next_chunk(), probed.next_chunk()))
+    for a, b in made:
+        np.testing.assert_allclose(a.astype(int), b.astype(int), atol=1)  # the probe only reads the cache
+    assert plain.probe_log == []
+    log = probed.probe_log
+    assert [e["chunk"] for e in log] == [0, 1, 2] and [e["after_switch"] for e in log] == [False, False, True]
+    assert [e["first_frame"] for e in log] == [chunk_start(c) for c in range(3)]
+    for entry in log:
+        total = sum(np.asarray(m) for m in entry["mass"].values())
+        np.testing.assert_allclose(total, 1.0, atol=1e-5)  # per layer, over every region
+    # chunk 0 has no history; chunk 1 attends to chunk 0 (the sink chunk); the full switch withdrew it
+    past = lambda entry: [np.asarray(m) for k, m in entry["mass"].items() if k == "sink" or k.startswith("history")]
+    assert all(np.all(m == 0) for m in past(log[0]) + past(log[2]))
+    assert np.all(np.asarray(log[1]["mass"]["sink"]) > 0)
+
+
+def test_a_plug_in_edit_replaces_the_built_in_switch(parts):
+    from fc_jax import kv_edits
+
+    _, _, _, _, pics = parts
+    s = _session(parts)
+    s.next_chunk(), s.next_chunk()
+    history = np.asarray(s._cache.k[:, :, s.spec.cond_tokens:])
+    s.switch_garment(pics[2], edit=kv_edits.reference_only_refresh)
+    assert int(s._cache.num_chunks) == 2  # the history is kept
+    np.testing.assert_array_equal(np.asarray(s._cache.k[:, :, s.spec.cond_tokens:]), history)
+    full = _session(parts)
+    full.next_chunk(), full.next_chunk()
+    full.switch_garment(pics[2])
+    assert not np.allclose(np.asarray(s._cache.garment), np.asarray(full._cache.garment))  # the old garment stays
+    assert not np.allclose(np.asarray(s._cache.reference), np.asarray(_session(parts)._cache.reference))
+    s.apply_edit(kv_edits.selective_withdraw, slot_mass=jnp.zeros(s.spec.history_chunks).at[0].set(0.5),
+                  threshold=0.2)
+    assert int(s._cache.num_chunks) == 1 and s.next_chunk().shape[0] == 12
+    with pytest.raises(ValueError, match="an edit replaces the built-in switch"):
+        s.switch_garment(pics[1], edit=kv_edits.reference_only_refresh, withdraw=False)
