@@ -14,6 +14,7 @@ edit keeps the protocol.
 
 Examples (each an edit by the protocol):
   blend_garments       a gradual switch's step: the condition block's K/V mixed between two garments
+  gradual_switch_start the first step of a gradual switch: withdraw and disentangle as the paper, then a blend
   selective_withdraw   drop only the history chunks whose attention mass (a probe) reaches a threshold
   selective_switch     refresh + disentangle, then `selective_withdraw` on a probe of the next chunk
   reference_only_refresh  the reference re-encoded from the last frame; garment and history kept
@@ -48,6 +49,15 @@ def blend_garments(model, params, cache: kv_cache.KVCache, garment_from, garment
         return jax.lax.dynamic_update_slice_in_dim(x, cond.astype(x.dtype), 0, axis=2)
 
     return a.replace(k=mix(a.k, b.k), v=mix(a.v, b.v), garment=jnp.where(alpha < 0.5, a.garment, b.garment))
+
+
+def gradual_switch_start(model, params, cache: kv_cache.KVCache, garment_from, garment_to, reference,
+                         alpha) -> kv_cache.KVCache:
+    """The first step of a gradual switch over k chunks (α = 1/k): the paper's history withdraw and reference
+    disentangle, then the condition block blended (`blend_garments`); `blend_garments` with α = 2/k, .., 1
+    before each of the next chunks completes it. At α = 1 it is the paper's full switch."""
+    cache = kv_cache.withdraw_history(kv_cache.disentangle_reference(model, params, cache, reference))
+    return blend_garments(model, params, cache, garment_from, garment_to, alpha)
 
 
 def withdraw_chunks(cache: kv_cache.KVCache, drop) -> kv_cache.KVCache:

@@ -45,6 +45,7 @@ def test_check_edit_passes_the_built_in_edits(setup):
         (kvc.switch_garment, dict(garment=g, reference=r)),
         (kvc.refresh_garment, dict(garment=g)),
         (kv_edits.blend_garments, dict(garment_from=d["garment"], garment_to=g, alpha=0.25)),
+        (kv_edits.gradual_switch_start, dict(garment_from=d["garment"], garment_to=g, reference=r, alpha=0.5)),
         (kv_edits.selective_withdraw, dict(slot_mass=jnp.array([0.1, 0.5, 0.2]), threshold=0.3)),
         (kv_edits.selective_switch, dict(garment=g, reference=r, threshold=0.05)),
         (kv_edits.reference_only_refresh, dict(garment=g, reference=r)),
@@ -112,6 +113,9 @@ def test_blend_at_its_ends_equals_the_single_garment_caches(setup):
     for end in (ops.refresh_garment(params, cache, d["garment"]), ops.refresh_garment(params, cache, d["garment2"])):
         assert float(jnp.abs(half.k[:, :, :n] - end.k[:, :, :n]).max()) > 1e-3
         np.testing.assert_array_equal(half.k[:, :, n:], end.k[:, :, n:])  # the history is not touched
+    start = jax.jit(kv_edits.gradual_switch_start, static_argnums=0)
+    switched = jax.jit(kvc.switch_garment, static_argnums=0)(model, params, cache, d["garment2"], d["reference"])
+    assert _same(start(model, params, cache, d["garment"], d["garment2"], d["reference"], 1.0), switched)
 
 
 def test_selective_withdraw_ends_equal_full_and_no_withdraw(setup):

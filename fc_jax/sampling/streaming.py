@@ -115,7 +115,8 @@ class StreamingSession:
     def _encode(self, pixels: np.ndarray):
         return vae.encode_image(self.vae_params, jnp.asarray(pixels)[None])
 
-    def _garment_latent(self, garment):
+    def garment_latent(self, garment):
+        """A garment image's latents [1, 1, h, w, C] (what the cache's condition block and edits take)."""
         return self._encode(images.garment_image(garment, self.height, self.width))
 
     def start(self, reference, garment, context=None) -> None:
@@ -127,7 +128,7 @@ class StreamingSession:
             raise ValueError(f"start(): context must have the session's shape {self.context.shape}; "
                              f"found {context.shape}")
         ref = self._encode(images.reference_image(reference, self.height, self.width))
-        gar = self._garment_latent(garment)
+        gar = self.garment_latent(garment)
         cache = kv_cache.init_cache(self.model, self.spec, 1, self.latent_h, self.latent_w)
         self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, context)
         self.context = context
@@ -196,8 +197,9 @@ class StreamingSession:
         self._cache = kv_cache.jit_op(edit, self.model, donate=True)(self.dit_params, self._cache, **kwargs)
         self._switched = True
 
-    def _switch_reference(self):
-        """The last generated frame re-encoded as a single image (the original reference before any chunk)."""
+    def last_frame_latent(self):
+        """The last generated frame re-encoded as a single image [1, 1, h, w, C], the disentangled reference
+        of a switch (the stream's reference before any chunk)."""
         if self._last_frame is None:
             return self._cache.reference
         return vae.encode_image(self.vae_params, self._last_frame)
@@ -211,11 +213,11 @@ class StreamingSession:
             raise ValueError(f"switch_garment: an edit replaces the built-in switch; its options {sorted(overrides)} "
                              "do not apply")
         options = dataclasses.replace(self.switch_options, **overrides)
-        garment_latent = self._garment_latent(garment)  # reads and checks the image before the cache is touched
+        garment_latent = self.garment_latent(garment)  # reads and checks the image before the cache is touched
         if edit is not None:
-            self.apply_edit(edit, garment=garment_latent, reference=self._switch_reference())
+            self.apply_edit(edit, garment=garment_latent, reference=self.last_frame_latent())
             return
-        reference = self._switch_reference() if options.disentangle else None
+        reference = self.last_frame_latent() if options.disentangle else None
         self._cache = self.ops.switch_garment(
             self.dit_params, self._cache, garment_latent, reference,
             refresh=options.refresh, withdraw=options.withdraw, disentangle=options.disentangle,
