@@ -118,7 +118,7 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
 
     # The paper's tables on these weights: every row and variant on the same held-out samples, the goal figures.
     report = tmp_path / "tables.md"
-    out = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--what=tables", "--table_samples=1",
+    out = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--what=tables,kv", "--table_samples=1",
                            "--teacher_steps=2", f"--report={report}"], env).stdout.strip().splitlines()[-1])
     t1, sw = out["tables"]["table1"], out["tables"]["switching"]
     assert sorted(t1["rows"]) == ["base_i2v", "student", "teacher"] and t1["samples"] == 1
@@ -131,6 +131,26 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
         assert out[key] == out["tables"]["goals"][key] and np.isfinite(out[key])
     assert out["switch_leakage"] == sw["one_switch"]["full"]["leakage"]
     assert "## Table 1" in report.read_text() and "| no_withdraw |" in report.read_text()
+    # ... and the KV-edit analysis: probes before and after the switch per variant, the claims, the edits' table.
+    probes, edits = out["kv"]["probes"], out["kv"]["edits"]
+    assert sorted(probes["variants"]) == ["full", "refresh_only", "refresh_withdraw"]
+    for v in probes["variants"].values():
+        assert v["switch_chunk"] == 3 and len(v["per_chunk"]) == 6
+        for c in v["per_chunk"]:
+            np.testing.assert_allclose(np.sum([c[g] for g in ("garment", "reference", "history", "current")], 0), 1,
+                                       atol=1e-3)
+    assert probes["variants"]["refresh_withdraw"]["summary"]["right_after"]["history"] == 0  # withdrawn
+    assert probes["variants"]["refresh_only"]["summary"]["right_after"]["history"] > 0
+    assert all(isinstance(c["holds"], bool) for c in probes["claims"].values())
+    from fc_jax.bench.kv_analysis import SELECTIVE_THRESHOLDS
+
+    assert sorted(edits["rows"]) == sorted(["paper_full", "gradual_2_chunks", "gradual_3_chunks", "reference_only_refresh",
+                                            *(f"selective_switch_{t}" for t in SELECTIVE_THRESHOLDS)])
+    assert all(0 <= row["leakage"] <= 1 for row in edits["rows"].values())
+    rows = edits["rows"]  # the paper's switch withdraws every chunk; the reference-only refresh keeps them all
+    assert rows["paper_full"]["history_kept"] == 0 and rows["reference_only_refresh"]["history_kept"] > 0
+    assert "## The KV-edit analysis" in report.read_text()
+    assert (tmp_path / "tables_probes_layers.png").stat().st_size > 0 and (tmp_path / "tables_probes_chunks.png").exists()
 
     # fc_jax.eval generate streams a tiny-world bench with the student and the light decoder of these weights.
     bench, videos = tmp_path / "twbench", tmp_path / "videos"

@@ -18,6 +18,10 @@ Prints one JSON object:
 - with `tables`: the paper's tables on the held-out split (`fc_jax.bench.tinyworld_tables`: Table 1, the
   switching table, the goal figures under `goals`), `--table_samples` samples, teacher at `--teacher_steps`;
   `--report=FILE` also writes them as Markdown;
+- with `kv`: the KV-edit analysis (`fc_jax.bench.kv_analysis`): attention probes before and after a switch
+  under refresh only / refresh + withdraw / the full method, the paper's claim checked on them, and the example
+  edits' switch metrics beside the paper's method (`--table_samples` samples); with `--report`, its section
+  and the per-layer and per-chunk plots (PNG beside the report);
 - `recipe_wall_s`: the wall time of each recipe step, from the weights' `card.json` where it has one.
 """
 
@@ -35,7 +39,7 @@ from fc_jax import cli
 from fc_jax.bench.common import emit
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base, tables", flag_values=FLAGS)
+flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base, tables, kv", flag_values=FLAGS)
 flags.DEFINE_string("weights", None, "tiny-world weights folder (default: the shipped weights)", flag_values=FLAGS)
 flags.DEFINE_integer("vae_samples", 16, "held-out videos for the VAE's PSNR", flag_values=FLAGS)
 flags.DEFINE_integer("base_samples", 24, "held-out samples for the base model's motion accuracy", flag_values=FLAGS)
@@ -48,9 +52,9 @@ flags.DEFINE_string("frames_dir", None, "also save each base sample as a PNG str
 flags.DEFINE_integer("table_samples", 8, "held-out samples per table row", flag_values=FLAGS)
 flags.DEFINE_integer("teacher_steps", 50, "UniPC steps of the teacher and the base model in the tables",
                      flag_values=FLAGS)
-flags.DEFINE_string("report", None, "Markdown file for the tables", flag_values=FLAGS)
+flags.DEFINE_string("report", None, "Markdown file for the tables and the KV analysis", flag_values=FLAGS)
 
-WHAT = ("vae", "base", "tables")
+WHAT = ("vae", "base", "tables", "kv")
 
 
 def heldout_samples(count: int, config):
@@ -191,6 +195,25 @@ def step_seconds(config, repeats: int) -> float:
     return round(float(np.median(times)), 3)
 
 
+def kv_figures(weights: str) -> tuple[dict, str]:
+    """The KV analysis and its Markdown section; with --report, its plots beside the report."""
+    from fc_jax.bench import kv_analysis
+
+    with cli.user_errors("python -m fc_jax.bench tinyworld"):
+        try:
+            result = kv_analysis.kv_analysis(weights, FLAGS.table_samples, FLAGS.seed)
+        except FileNotFoundError as e:
+            raise cli.UserError(str(e)) from None
+    plots = {}
+    if FLAGS.report:
+        stem = os.path.splitext(FLAGS.report)[0]
+        for title, draw, suffix in (("per layer", kv_analysis.plot_layers, "_probes_layers.png"),
+                                    ("per chunk", kv_analysis.plot_chunks, "_probes_chunks.png")):
+            draw(result["probes"], stem + suffix)
+            plots[f"attention mass {title}"] = os.path.basename(stem + suffix)
+    return result, kv_analysis.markdown(result, plots)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.parse(FLAGS, "python -m fc_jax.bench tinyworld", argv, description=__doc__.split("\n\n")[0])
     unknown = [w for w in FLAGS.what if w not in WHAT]
@@ -199,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     from fc_jax.tinyworld.weights import SHIPPED, card, configs
 
     out = {"weights": FLAGS.weights or SHIPPED, "heldout_split": "heldout"}
+    report = []  # Markdown sections for --report
     trained_with = configs(FLAGS.weights)
     if "vae" in FLAGS.what:
         out.update(vae_figures(FLAGS.weights, FLAGS.vae_samples))
@@ -220,9 +244,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise cli.UserError(str(e)) from None
         out["tables"] = result
         out.update(result["goals"])
-        if FLAGS.report:
-            with open(FLAGS.report, "w") as f:
-                f.write(markdown(result))
+        report.append(markdown(result))
+    if "kv" in FLAGS.what:
+        out["kv"], section = kv_figures(out["weights"])
+        report.append(section)
+    if FLAGS.report:
+        with open(FLAGS.report, "w") as f:
+            f.write("\n".join(report))
     recipe_log = card(FLAGS.weights).get("recipe")
     if recipe_log:
         out["recipe_wall_s"] = {k: v.get("wall_s") for k, v in recipe_log.items()}

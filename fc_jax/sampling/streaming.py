@@ -111,6 +111,13 @@ class StreamingSession:
         self.frames_made = 0
         self.position_shifts = 0  # times the cache was moved back along the RoPE frame axis
 
+    @property
+    def cache(self) -> kv_cache.KVCache:
+        """The stream's KV cache now (read it, e.g. to probe; the next chunk or edit donates its buffers, so do
+        not keep it across calls)."""
+        self._require_started("cache")
+        return self._cache
+
     # -- conditions -------------------------------------------------------------------------------------------
     def _encode(self, pixels: np.ndarray):
         return vae.encode_image(self.vae_params, jnp.asarray(pixels)[None])
