@@ -35,7 +35,6 @@ early (Ctrl-C: exit status 130, SIGTERM: 143, or an error) the frames made so fa
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -237,20 +236,22 @@ def edit_spec():
                                        ("--rebase", _REBASE.value)) if on]
     if ablations:
         raise cli.UserError(f"--edit replaces the built-in switch; {', '.join(ablations)} cannot go with it")
-    try:
-        args = json.loads(_EDIT_ARGS.value) if _EDIT_ARGS.value is not None else {}
-    except json.JSONDecodeError as e:
-        raise cli.UserError(f"--edit_args={_EDIT_ARGS.value}: not JSON ({e})") from e
-    if not isinstance(args, dict) or not all(isinstance(v, (int, float)) for v in args.values()):
-        raise cli.UserError(f"--edit_args={_EDIT_ARGS.value}: expected a JSON object of numbers, e.g. "
-                            '\'{"threshold": 0.2}\'')
-    from fc_jax.kv_edits import load_edit
+    return bind_edit(_EDIT.value, _EDIT_ARGS.value)
+
+
+def bind_edit(edit: str, edit_args: str | None):
+    """The edit `--edit=edit` names with `--edit_args=edit_args` (JSON) bound; UserError naming the bad flag.
+    Shared with `fc_jax.serve`."""
+    from fc_jax.kv_edits import load_edit, parse_edit_args
 
     try:
-        edit = load_edit(_EDIT.value)
+        args = parse_edit_args(edit_args) if edit_args is not None else {}
+    except ValueError as e:
+        raise cli.UserError(f"--edit_args={edit_args}: {e}") from e
+    try:
+        return load_edit(edit, args)
     except ValueError as e:
         raise cli.UserError(f"--edit: {e}") from e
-    return functools.partial(edit, **args) if args else edit
 
 
 def _check_switch_options(config) -> None:
@@ -281,10 +282,14 @@ def demo_images(height: int, width: int) -> tuple[Image.Image, Image.Image]:
     return person, shirt
 
 
-def _load_weights(job: Job, prompt: str, key):
-    """(dit params, vae params, context [1, Lt, text_dim], light decoder params or None)."""
+def load_weights(job: Job, key, decoder: str = "vae", checkpoint: str | None = None, tokenizer: str | None = None):
+    """(dit params, vae params, texts, light decoder params or None) of `job`'s model. `texts`: prompts ->
+    (embeddings [B, Lt, text_dim], lengths [B]), an `fc_jax.text.EmbeddingCache` (the tiny world's text encoder,
+    or the checkpoint's text cache / umT5), or for a random run one random embedding whatever the prompt.
+    Shared with `fc_jax.serve`, which encodes a new prompt per stream."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from fc_jax.inference import load_checkpoint
     from fc_jax.models import dit, light_decoder, vae
@@ -295,25 +300,36 @@ def _load_weights(job: Job, prompt: str, key):
         dit_params = dit.init_params(model, jax.random.fold_in(key, 1))
         vae_params = vae.init_params(config, jax.random.fold_in(key, 2))
         context = 0.1 * jax.random.normal(jax.random.fold_in(key, 3), (1, config.model.text_len, config.model.text_dim))
-        if _DECODER.value == "light":
+        if decoder == "light":
             light = light_decoder.init_params(light_decoder.LightDecoderArch(), jax.random.fold_in(key, 4))
-        return dit_params, vae_params, context, light
+        row = np.asarray(context)
+        texts = lambda prompts: (np.repeat(row, len(prompts), 0), np.full((len(prompts),), row.shape[1], np.int32))
+        return dit_params, vae_params, texts, light
     if job.mode == "tinyworld":
         from fc_jax.tinyworld import weights
 
         from fc_jax.text import EmbeddingCache
 
         part = lambda name: jax.tree.map(jnp.asarray, weights.load_part(name, job.weights))
-        embeddings, _ = EmbeddingCache(config.umt5.text_len, weights.text_encoder(config, job.weights))([prompt])
-        light = part("light_decoder") if _DECODER.value == "light" else None
-        return part("student"), part("vae"), jnp.asarray(embeddings), light
+        texts = EmbeddingCache(config.umt5.text_len, weights.text_encoder(config, job.weights))
+        light = part("light_decoder") if decoder == "light" else None
+        return part("student"), part("vae"), texts, light
 
     from fc_jax.convert.common import load_params
 
-    dit_params, vae_params, texts = load_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value)
+    dit_params, vae_params, texts = load_checkpoint(config, checkpoint, tokenizer)
+    if decoder == "light":
+        light = load_params(os.path.abspath(os.path.join(checkpoint, "light_decoder")))
+    return dit_params, vae_params, texts, light
+
+
+def _load_weights(job: Job, prompt: str, key):
+    """(dit params, vae params, context [1, Lt, text_dim], light decoder params or None)."""
+    import jax.numpy as jnp
+
+    dit_params, vae_params, texts, light = load_weights(job, key, _DECODER.value, _CHECKPOINT.value,
+                                                        _TOKENIZER.value)
     embeddings, _ = texts([prompt])
-    if _DECODER.value == "light":
-        light = load_params(os.path.abspath(os.path.join(_CHECKPOINT.value, "light_decoder")))
     return dit_params, vae_params, jnp.asarray(embeddings), light
 
 

@@ -22,7 +22,9 @@ Examples (each an edit by the protocol):
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 from typing import Callable
 
 import jax
@@ -109,9 +111,22 @@ def reference_only_refresh(model, params, cache: kv_cache.KVCache, garment=None,
     return kv_cache.disentangle_reference(model, params, cache, reference)
 
 
-def load_edit(spec: str) -> Callable:
+def parse_edit_args(text: str) -> dict:
+    """An edit's keyword arguments as given on a command line (a JSON object of numbers, e.g. '{"threshold":
+    0.2}') -> dict; ValueError saying what was expected."""
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e})") from e
+    if not isinstance(args, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in args.values()):
+        raise ValueError('expected a JSON object of numbers, e.g. \'{"threshold": 0.2}\'')
+    return args
+
+
+def load_edit(spec: str, args: dict | None = None) -> Callable:
     """"module:function" (e.g. "fc_jax.kv_edits:selective_switch", or a module of your own on the path) -> the
-    edit; ValueError naming what was expected and found."""
+    edit, with `args` (keyword arguments) bound; ValueError naming what was expected and found."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ValueError(f"an edit is named module:function (e.g. fc_jax.kv_edits:reference_only_refresh); got {spec!r}")
@@ -122,4 +137,4 @@ def load_edit(spec: str) -> Callable:
     edit = getattr(module, name, None)
     if not callable(edit):
         raise ValueError(f"edit {spec!r}: module {module_name!r} has no function {name!r}")
-    return edit
+    return functools.partial(edit, **args) if args else edit
