@@ -152,6 +152,23 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     assert "## The KV-edit analysis" in report.read_text()
     assert (tmp_path / "tables_probes_layers.png").stat().st_size > 0 and (tmp_path / "tables_probes_chunks.png").exists()
 
+    # Tables 2 and 3: their variants trained from the recipe's models (same steps, same start), then scored.
+    from fc_jax.tinyworld.ablations import SMOKE_STEPS, TABLE2, TABLE3
+
+    trained = json.loads(_run(["fc_jax.tinyworld", "ablations", "--workdir=tw", "--variant=smoke"], env,
+                              cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert sorted(trained) == sorted([*TABLE2, *TABLE3]) and {v["steps"] for v in trained.values()} == {SMOKE_STEPS}
+    ab_report = tmp_path / "ablations.md"
+    ab = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--what=table2,table3",
+                          f"--ablations={work}", "--ablations_variant=smoke", "--table_samples=1", "--teacher_steps=2",
+                          f"--report={ab_report}"], env).stdout.strip().splitlines()[-1])
+    assert sorted(ab["table2"]["rows"]) == sorted(TABLE2) and sorted(ab["table3"]["rows"]) == sorted(TABLE3)
+    assert all(0 <= r["garment/hgc"] <= 1 and r["fps"] > 0 for r in ab["table2"]["rows"].values())
+    for row in ab["table3"]["rows"].values():
+        assert len(row["vq_per_chunk"]) == len(row["amp_per_chunk"]) == 14 and 0 <= row["late_vq"] <= 1
+    assert {"in_context_over_channel_concat_garment", "gr_dmd_over_naive_late"} <= set(ab["ablation_goals"])
+    assert "## Table 2" in ab_report.read_text() and (tmp_path / "ablations_table3_chunks.png").exists()
+
     # fc_jax.eval generate streams a tiny-world bench with the student and the light decoder of these weights.
     bench, videos = tmp_path / "twbench", tmp_path / "videos"
     _run(["fc_jax.eval", "tinyworld-bench", f"--out={bench}", "--count=2", "--height=64", "--width=64",

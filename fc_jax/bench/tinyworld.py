@@ -18,6 +18,9 @@ Prints one JSON object:
 - with `tables`: the paper's tables on the held-out split (`fc_jax.bench.tinyworld_tables`: Table 1, the
   switching table, the goal figures under `goals`), `--table_samples` samples, teacher at `--teacher_steps`;
   `--report=FILE` also writes them as Markdown;
+- with `table2` / `table3`: the paper's Tables 2 and 3 (`fc_jax.bench.tinyworld_ablations`) on the variants
+  `python -m fc_jax.tinyworld ablations --workdir=DIR` trained (`--ablations=DIR`), with their comparisons under
+  `ablation_goals`; with `--report`, the per-chunk curves of Table 3 (PNG beside the report);
 - with `kv`: the KV-edit analysis (`fc_jax.bench.kv_analysis`): attention probes before and after a switch
   under refresh only / refresh + withdraw / the full method, the paper's claim checked on them, and the example
   edits' switch metrics beside the paper's method (`--table_samples` samples); with `--report`, its section
@@ -39,7 +42,12 @@ from fc_jax import cli
 from fc_jax.bench.common import emit
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base, tables, kv", flag_values=FLAGS)
+flags.DEFINE_list("what", ["vae", "base"], "what to measure: vae, base, tables, table2, table3, kv",
+                  flag_values=FLAGS)
+flags.DEFINE_string("ablations", None, "the recipe folder where `python -m fc_jax.tinyworld ablations` trained the "
+                    "variants of Tables 2 and 3", flag_values=FLAGS)
+flags.DEFINE_enum("ablations_variant", "", ["", "smoke"], "the configs' variant the ablations trained at",
+                  flag_values=FLAGS)
 flags.DEFINE_string("weights", None, "tiny-world weights folder (default: the shipped weights)", flag_values=FLAGS)
 flags.DEFINE_integer("vae_samples", 16, "held-out videos for the VAE's PSNR", flag_values=FLAGS)
 flags.DEFINE_integer("base_samples", 24, "held-out samples for the base model's motion accuracy", flag_values=FLAGS)
@@ -54,7 +62,7 @@ flags.DEFINE_integer("teacher_steps", 50, "UniPC steps of the teacher and the ba
                      flag_values=FLAGS)
 flags.DEFINE_string("report", None, "Markdown file for the tables and the KV analysis", flag_values=FLAGS)
 
-WHAT = ("vae", "base", "tables", "kv")
+WHAT = ("vae", "base", "tables", "table2", "table3", "kv")
 
 
 def heldout_samples(count: int, config):
@@ -195,6 +203,34 @@ def step_seconds(config, repeats: int) -> float:
     return round(float(np.median(times)), 3)
 
 
+def ablation_figures(weights: str) -> tuple[dict, str]:
+    """Tables 2 and 3 as asked by --what, their comparisons, and their Markdown section (+ the curves' PNG)."""
+    from fc_jax.bench import tinyworld_ablations as ta
+    from fc_jax.bench.tinyworld_tables import TinyWorld
+
+    prog = "python -m fc_jax.bench tinyworld"
+    if not FLAGS.ablations:
+        cli.fail(prog, "--what=table2/table3 score trained variants: give --ablations=DIR, the folder `python -m "
+                       "fc_jax.tinyworld ablations --workdir=DIR` trained them in")
+    if not os.path.isdir(os.path.join(FLAGS.ablations, "ablations")):
+        cli.fail(prog, f"--ablations={FLAGS.ablations}: no ablations/ folder there; run `python -m fc_jax.tinyworld "
+                       f"ablations --workdir={FLAGS.ablations}` first")
+    tw = TinyWorld.load(weights)
+    out = {}
+    if "table2" in FLAGS.what:
+        out["table2"] = ta.table2(tw, FLAGS.ablations, FLAGS.table_samples, FLAGS.seed, FLAGS.teacher_steps,
+                                  FLAGS.ablations_variant)
+    if "table3" in FLAGS.what:
+        out["table3"] = ta.table3(tw, FLAGS.ablations, FLAGS.table_samples, FLAGS.seed, FLAGS.ablations_variant)
+    out["ablation_goals"] = ta.goals(out.get("table2"), out.get("table3"))
+    plot = None
+    if FLAGS.report and out.get("table3", {}).get("rows"):
+        path = os.path.splitext(FLAGS.report)[0] + "_table3_chunks.png"
+        ta.plot_table3(out["table3"], path)
+        plot = os.path.basename(path)
+    return out, ta.markdown({**out, "goals": out["ablation_goals"]}, plot)
+
+
 def kv_figures(weights: str) -> tuple[dict, str]:
     """The KV analysis and its Markdown section; with --report, its plots beside the report."""
     from fc_jax.bench import kv_analysis
@@ -245,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         out["tables"] = result
         out.update(result["goals"])
         report.append(markdown(result))
+    if {"table2", "table3"} & set(FLAGS.what):
+        result, section = ablation_figures(out["weights"])
+        out.update(result)
+        report.append(section)
     if "kv" in FLAGS.what:
         out["kv"], section = kv_figures(out["weights"])
         report.append(section)

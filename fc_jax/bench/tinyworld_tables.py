@@ -10,8 +10,8 @@ held-out samples (combinations never seen in training), fixed seeds, this CPU, s
   successive switches (93 frames, at 21, 45 and 69; each segment scored as its own switch): latency, leakage,
   the new garment's share of the slot over the chunk after the switch, continuity ratio, the new garment's
   consistency and identity after the switch.
-- Tables 2 and 3 need their variants trained (the same steps and data per table); rows without weights in the
-  folder are listed under `missing`.
+- Tables 2 and 3 need their variants trained (the same steps and data per table): `fc_jax.bench.
+  tinyworld_ablations` scores them (`--what=table2,table3`); `missing` says so.
 
 `goals(...)`: the issue's goal figures, each a measured number.
 """
@@ -229,8 +229,8 @@ def tables(folder: str, samples: int, seed: int, teacher_steps: int) -> dict:
     t1 = table1(tw, samples, seed, teacher_steps)
     sw = switching(tw, samples, seed)
     missing = [r for r in ("base", "teacher") if r not in tw.params] + [
-        "table2 (in-context / channel-concat / attention-only / LoRA fine-tunes: not trained)",
-        "table3 (naive DMD and GR-DMD at a second tau: not trained)"]
+        "table2 and table3: their variants are trained by `python -m fc_jax.tinyworld ablations` and scored by "
+        "`--what=table2,table3 --ablations=DIR`"]
     return {"table1": t1, "switching": sw, "goals": goals(t1, sw), "missing": missing}
 
 

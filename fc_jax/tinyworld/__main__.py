@@ -9,6 +9,9 @@ encodes the latents, trains the base model and the light decoder, then the metho
 (`fc_jax.tinyworld.recipe`); run it again to resume.
 `ship --workdir=DIR [--bench=FILE] [--dst=DIR]` writes its models, curves and model card as a weights folder
 (default: the package's own, `fc_jax/tinyworld/weights`); FILE is `python -m fc_jax.bench tinyworld`'s JSON.
+`ablations --workdir=DIR [--tables=table2,table3]` trains the variants of Tables 2 and 3 from the recipe's models
+(`fc_jax.tinyworld.ablations`), resumable; `python -m fc_jax.bench tinyworld --what=table2,table3
+--ablations=DIR` scores them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 from absl import flags
 
@@ -26,7 +30,8 @@ from fc_jax import cli
 PROG = "python -m fc_jax.tinyworld"
 COMMANDS = {"write": "write a tiny-world FashionTriplets data set", "look": "save PNG strips of a few samples",
             "recipe": "train the tiny world's models in order (fc_jax.tinyworld.recipe), resumable",
-            "ship": "write a recipe's models as a weights folder with its model card (fc_jax.tinyworld.card)"}
+            "ship": "write a recipe's models as a weights folder with its model card (fc_jax.tinyworld.card)",
+            "ablations": "train the variants of Tables 2 and 3 after the recipe (fc_jax.tinyworld.ablations)"}
 
 
 def _geometry(fv: flags.FlagValues) -> None:
@@ -59,6 +64,14 @@ flags.DEFINE_list("steps", list(RECIPE_STEPS), "recipe steps to run, in the reci
 flags.DEFINE_enum("variant", "", ["", "smoke"], "the configs' variant: smoke = a few steps of each, smallest sizes",
                   flag_values=RECIPE)
 
+ABLATIONS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "the recipe's folder (its base, teacher-forcing student and teacher)",
+                    flag_values=ABLATIONS)
+flags.mark_flag_as_required("workdir", flag_values=ABLATIONS)
+flags.DEFINE_list("tables", ["table2", "table3"], "which tables' variants to train", flag_values=ABLATIONS)
+flags.DEFINE_enum("variant", "", ["", "smoke"], "the configs' variant (smoke: a few steps, the smoke sizes)",
+                  flag_values=ABLATIONS)
+
 SHIP = flags.FlagValues()
 flags.DEFINE_string("workdir", None, "the recipe's folder", flag_values=SHIP)
 flags.mark_flag_as_required("workdir", flag_values=SHIP)
@@ -83,6 +96,20 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             cli.fail(f"{PROG} recipe", f"--steps: unknown step(s) {unknown}; expected some of {list(STEPS)}")
         print(json.dumps(run_recipe(RECIPE.workdir, RECIPE.steps, RECIPE.variant)))
+    elif command == "ablations":
+        cli.parse(ABLATIONS, f"{PROG} ablations", rest, description=COMMANDS["ablations"])
+        from fc_jax.tinyworld.ablations import TABLES, run_ablations
+
+        unknown = [t for t in ABLATIONS.tables if t not in TABLES]
+        if unknown:
+            cli.fail(f"{PROG} ablations", f"--tables: unknown {unknown}; expected some of {list(TABLES)}")
+        with cli.user_errors(f"{PROG} ablations"):
+            try:
+                done = run_ablations(ABLATIONS.workdir, ABLATIONS.tables, ABLATIONS.variant,
+                                     log=lambda m: print(m, file=sys.stderr, flush=True))
+            except FileNotFoundError as e:
+                raise cli.UserError(str(e)) from None
+        print(json.dumps(done))
     else:
         cli.parse(SHIP, f"{PROG} ship", rest, description=COMMANDS["ship"])
         from fc_jax.tinyworld.card import write_weights

@@ -124,7 +124,7 @@ def _record(workdir: str, step: str, seconds: float, **extra) -> None:
     os.replace(log + ".tmp", log)
 
 
-def _train_and_export(config, run_dir: str, params_dir: str) -> dict:
+def train_and_export(config, run_dir: str, params_dir: str) -> dict:
     from fc_jax.training.driver import train
     from fc_jax.training.export import export_parameters
 
@@ -167,7 +167,7 @@ def step_vae(workdir: str, variant: str) -> dict:
     from fc_jax.models import vae
 
     p, config = paths(workdir), vae_config(workdir, variant)
-    summary = _train_and_export(config, p["vae_run"], p["vae_raw_params"])
+    summary = train_and_export(config, p["vae_run"], p["vae_raw_params"])
     count = int(config.data.calibration_videos)
     if not os.path.exists(p["vae_params"]):
         raw = load_params(os.path.abspath(p["vae_raw_params"]))
@@ -205,14 +205,14 @@ def step_latents(workdir: str, variant: str) -> dict:
 
 def step_base(workdir: str, variant: str) -> dict:
     p = paths(workdir)
-    summary = _train_and_export(base_config(workdir, variant), p["base_run"], p["base_params"])
+    summary = train_and_export(base_config(workdir, variant), p["base_run"], p["base_params"])
     return {"config": config_name("base", variant), "steps": summary["step"],
             "last_metrics": summary["last_metrics"]}
 
 
 def step_light_decoder(workdir: str, variant: str) -> dict:
     p = paths(workdir)
-    summary = _train_and_export(light_decoder_config(workdir, variant), p["light_decoder_run"],
+    summary = train_and_export(light_decoder_config(workdir, variant), p["light_decoder_run"],
                                 p["light_decoder_params"])
     return {"config": config_name("light_decoder", variant), "steps": summary["step"],
             "last_metrics": summary["last_metrics"]}
@@ -225,7 +225,7 @@ def _method_step(stage: str, params_key: str):
             from fc_jax.tinyworld.metrics import vq_palette_params
 
             np.savez(p["vq_palette"], **vq_palette_params())
-        summary = _train_and_export(method_config(stage, workdir, variant), p[f"{stage}_run"], p[params_key])
+        summary = train_and_export(method_config(stage, workdir, variant), p[f"{stage}_run"], p[params_key])
         return {"config": config_name(stage, variant), "steps": summary["step"],
                 "last_metrics": summary["last_metrics"]}
 
