@@ -163,10 +163,12 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
                           f"--ablations={work}", "--ablations_variant=smoke", "--table_samples=1", "--teacher_steps=2",
                           f"--report={ab_report}"], env).stdout.strip().splitlines()[-1])
     assert sorted(ab["table2"]["rows"]) == sorted(TABLE2) and sorted(ab["table3"]["rows"]) == sorted(TABLE3)
-    assert all(0 <= r["garment/hgc"] <= 1 and r["fps"] > 0 for r in ab["table2"]["rows"].values())
+    assert all(0 <= r["garment/hgc"] <= 1 and r["fps"] > 0 and r["eval_loss"] > 0
+               for r in ab["table2"]["rows"].values())
     for row in ab["table3"]["rows"].values():
         assert len(row["vq_per_chunk"]) == len(row["amp_per_chunk"]) == 14 and 0 <= row["late_vq"] <= 1
-    assert {"in_context_over_channel_concat_garment", "gr_dmd_over_naive_late"} <= set(ab["ablation_goals"])
+    assert {"in_context_over_channel_concat_garment", "in_context_below_channel_concat_eval_loss",
+            "gr_dmd_over_naive_late"} <= set(ab["ablation_goals"])
     assert "## Table 2" in ab_report.read_text() and (tmp_path / "ablations_table3_chunks.png").exists()
 
     # fc_jax.eval generate streams a tiny-world bench with the student and the light decoder of these weights.

@@ -5,9 +5,9 @@ fixed seeds, the same CPU, side by side in one run.
   garment switch before chunk 3 (frame 33), with attention probes on every chunk (`fc_jax.kv_probes`), under
   refresh only, refresh + withdraw and the full method (+ reference disentangle). Per chunk and layer: the
   mass of the chunk's queries on the garment, the reference, the history (sink + ring chunks) and the chunk
-  itself ("current"), averaged over samples and heads. `claims` says, from these numbers, whether the paper's claim holds:
-  the history outweighs the garment before the switch, still does after a refresh alone, and withdrawing it
-  moves the mass to the garment.
+  itself ("current"), averaged over samples and heads. `claims` says, from these numbers, whether the paper's
+  claim holds: the history outweighs the garment before the switch, still does after a refresh alone, and
+  withdrawing it moves the mass to the garment.
 - `edit_table`: the example edits of `fc_jax.kv_edits` on one switch (45 frames, at 21), scored by the switch
   metrics of the switching table beside the paper's full method: a gradual switch over 2 and 3 chunks, the
   probe-selective switch at two thresholds, and the reference-only refresh (garment and history kept: the

@@ -3,7 +3,8 @@ the variants `python -m fc_jax.tinyworld ablations --workdir=DIR` trained (`fc_j
 on the same held-out samples, fixed seeds, this CPU, side by side in one run.
 
 - Table 2 (`table2`): each stage-1 variant as a teacher (`teacher_steps` UniPC steps, text guidance) on 45-frame
-  held-out specs, every tiny-world metric and frames per second, as Table 1's teacher row.
+  held-out specs, every tiny-world metric and frames per second, as Table 1's teacher row, and `eval_loss`: the
+  stage's flow-matching loss on the eval split at the end of its run (its `eval.jsonl`).
 - Table 3 (`table3`): each stage-3 variant as the streaming student on `LONG_FRAMES`-frame held-out specs
   (long extrapolation: the rollout trained on 4 chunks), every metric of the whole video, and per chunk the VQ
   (`metrics.vq_score`, mean over the chunk's frames) and Amp. (`metrics.amplitude` of the chunk's labels);
@@ -17,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax.bench.tinyworld_tables import ONE_SWITCH, TinyWorld, _row, _timed
+from fc_jax.bench.tinyworld_tables import ONE_SWITCH, TinyWorld, _row, _timed, sampler_inputs, teacher_videos
 from fc_jax.tinyworld.spec import full_caption
 
 LONG_FRAMES = 165  # 14 chunks: 3.5x the rollout's 4
 LATE_CHUNKS = 4
-TABLE2_COLUMNS = ("id/id", "motion/motion_alignment", "motion/amp_score", "vq/vq", "garment/hgc", "garment/lgc",
+TABLE2_COLUMNS = ("eval_loss", "id/id", "motion/motion_alignment", "motion/amp_score", "vq/vq", "garment/hgc", "garment/lgc",
                   "ntp/ntp", "fps")
 TABLE3_COLUMNS = ("late_vq", "late_amp", "vq/vq", "motion/amp_score", "garment/hgc", "id/id", "fps")
 
@@ -45,38 +46,29 @@ def _variants(workdir: str, table: str, variant: str):
     return found, missing
 
 
-def table2(tw: TinyWorld, workdir: str, samples: int, seed: int, teacher_steps: int, variant: str = "") -> dict:
-    from fc_jax.images import garment_image, reference_image, to_uint8
-    from fc_jax.models import dit, vae
-    from fc_jax.sampling.teacher import sample_teacher
-    from fc_jax.tinyworld.render import render_sample
+def _last_eval_loss(workdir: str, name: str) -> float:
+    import json
+    import os
 
     from fc_jax.tinyworld import ablations
 
+    with open(os.path.join(ablations.folder(workdir), name, "eval.jsonl")) as f:
+        evals = [json.loads(line) for line in f if line.strip()]
+    return round(float(evals[-1]["eval/loss"]), 4)
+
+
+def table2(tw: TinyWorld, workdir: str, samples: int, seed: int, teacher_steps: int, variant: str = "") -> dict:
+    from fc_jax.models import dit
+    from fc_jax.tinyworld import ablations
+    from fc_jax.tinyworld.render import render_sample
+
     variants, missing = _variants(workdir, "table2", variant)
-    cfg = tw.configs["student"]
-    v = cfg.video
     specs = tw.specs(samples, ONE_SWITCH[0])
     truths = [render_sample(s) for s in specs]
-    vae_params = tw.params["vae"]
-    negative = tw.context(cfg.sampling.negative_prompt)
-    encode = jax.jit(lambda img: vae.encode_image(vae_params, img[None]))
-    decode = jax.jit(lambda z: vae.decode(vae_params, z))
-    shape = ((ONE_SWITCH[0] - 1) // 4 + 1, v.height // 16, v.width // 16, cfg.model.in_channels)
-    common = dict(num_steps=teacher_steps, shift=float(cfg.sampling.shift),
-                  guidance_scale=float(cfg.sampling.guidance_scale), sigma_grid=cfg.sampling.teacher_sigmas)
-    rows = {}
-    for name, (config, params) in variants.items():
-        model = dit.build_model(config)
-        made = []
-        for i, (spec, truth) in enumerate(zip(specs, truths)):
-            noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
-            ref = encode(jnp.asarray(reference_image(truth.reference, v.height, v.width)))
-            gar = encode(jnp.asarray(garment_image(truth.garment, v.height, v.width)))
-            context = tw.context(full_caption(spec))
-            made.append(_timed(lambda: to_uint8(decode(sample_teacher(
-                model, params, ref, gar, noise, context, negative, **common))[0])))
-        rows[name] = _row(made, specs, truths)
+    inputs = sampler_inputs(tw, specs, truths, seed, teacher_steps)
+    rows = {name: {**_row(teacher_videos(dit.build_model(config), params, inputs), specs, truths),
+                   "eval_loss": _last_eval_loss(workdir, name)}
+            for name, (config, params) in variants.items()}
     return {"rows": rows, "missing": missing, "samples": samples, "frames": ONE_SWITCH[0],
             "teacher_steps": teacher_steps, "train_steps": ablations.steps_of("table2", variant)}
 
@@ -138,6 +130,10 @@ def goals(t2: dict | None, t3: dict | None) -> dict:
                 "in_context": round(garment(r["in_context_full"]), 4),
                 "channel_concat": round(garment(r["channel_concat_full"]), 4),
                 "holds": garment(r["in_context_full"]) > garment(r["channel_concat_full"])}
+            out["in_context_below_channel_concat_eval_loss"] = {
+                "in_context": r["in_context_full"]["eval_loss"],
+                "channel_concat": r["channel_concat_full"]["eval_loss"],
+                "holds": r["in_context_full"]["eval_loss"] < r["channel_concat_full"]["eval_loss"]}
     if t3:
         r = t3["rows"]
         if "gr_dmd_tau_0.2" in r and "naive_dmd" in r:

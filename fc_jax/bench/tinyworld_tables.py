@@ -93,53 +93,78 @@ def _row(videos_and_seconds, specs, truths) -> dict:
     return out
 
 
+@dataclasses.dataclass
+class SamplerInputs:
+    """Per held-out sample the sampler's inputs (the same for every row of a table), and what the samplers share:
+    `samples` [(noise [1, F', h, w, C], reference latent, garment latent, context)], `options` (UniPC steps,
+    shift, guidance, sigma grid), `negative` (the unconditional text), `decode` (latents -> uint8 video)."""
+
+    samples: list
+    options: dict
+    negative: object
+    decode: object
+
+
+def sampler_inputs(tw: TinyWorld, specs, truths, seed: int, teacher_steps: int) -> SamplerInputs:
+    """The 45-frame samplers' inputs of `specs` (their renders `truths`): noise drawn from (seed, sample index),
+    the reference and garment images encoded by the tiny VAE, the full caption's embedding."""
+    from fc_jax.images import garment_image, reference_image, to_uint8
+    from fc_jax.models import vae
+
+    cfg = tw.configs["student"]
+    v = cfg.video
+    vae_params = tw.params["vae"]
+    encode = jax.jit(lambda img: vae.encode_image(vae_params, img[None]))
+    decode = jax.jit(lambda z: vae.decode(vae_params, z))
+    shape = ((ONE_SWITCH[0] - 1) // 4 + 1, v.height // 16, v.width // 16, cfg.model.in_channels)
+    samples = []
+    for i, (spec, truth) in enumerate(zip(specs, truths)):
+        noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
+        samples.append((noise, encode(jnp.asarray(reference_image(truth.reference, v.height, v.width))),
+                        encode(jnp.asarray(garment_image(truth.garment, v.height, v.width))),
+                        tw.context(full_caption(spec))))
+    options = dict(num_steps=teacher_steps, shift=float(cfg.sampling.shift),
+                   guidance_scale=float(cfg.sampling.guidance_scale), sigma_grid=cfg.sampling.teacher_sigmas)
+    return SamplerInputs(samples, options, tw.context(cfg.sampling.negative_prompt),
+                         lambda z: to_uint8(decode(z)[0]))
+
+
+def teacher_videos(model, params, inputs: SamplerInputs) -> list:
+    """[(uint8 video, seconds)] of an in-context (or channel-concat) teacher on every sample of `inputs`."""
+    from fc_jax.sampling.teacher import sample_teacher
+
+    return [_timed(lambda: inputs.decode(sample_teacher(model, params, ref, gar, noise, context, inputs.negative,
+                                                        **inputs.options)))
+            for noise, ref, gar, context in inputs.samples]
+
+
 def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     """Base I2V from the reference, teacher and student on `samples` held-out 45-frame specs."""
-    from fc_jax.images import garment_image, reference_image, to_uint8
-    from fc_jax.models import dit, vae
+    from fc_jax.models import dit
     from fc_jax.sampling.base import sample_ti2v
     from fc_jax.sampling.streaming import StreamingSession
-    from fc_jax.sampling.teacher import sample_teacher
     from fc_jax.tinyworld.render import render_sample
 
     student_cfg = tw.configs["student"]
-    v = student_cfg.video
     specs = tw.specs(samples, ONE_SWITCH[0])
     truths = [render_sample(s) for s in specs]
-    vae_params = tw.params["vae"]
-    negative = tw.context(student_cfg.sampling.negative_prompt)
-    encode = jax.jit(lambda img: vae.encode_image(vae_params, img[None]))
-    decode = jax.jit(lambda z: vae.decode(vae_params, z))
-    to_u8 = lambda x: to_uint8(x[0])
-    shape = ((ONE_SWITCH[0] - 1) // 4 + 1, v.height // 16, v.width // 16, student_cfg.model.in_channels)
-    session = StreamingSession(student_cfg, tw.params["student"], vae_params, negative, seed=seed)
-    base = dit.build_model(tw.configs["base"]) if "base" in tw.params else None
-    teacher = dit.build_model(tw.configs["teacher"]) if "teacher" in tw.params else None
-    rows = {}
+    inputs = sampler_inputs(tw, specs, truths, seed, teacher_steps)
     runs = {"base_i2v": [], "teacher": [], "student": []}
-    for i, (spec, truth) in enumerate(zip(specs, truths)):
-        context = tw.context(full_caption(spec))
-        noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), (1, *shape), jnp.float32)
-        ref = encode(jnp.asarray(reference_image(truth.reference, v.height, v.width)))
-        gar = encode(jnp.asarray(garment_image(truth.garment, v.height, v.width)))
-        common = dict(num_steps=teacher_steps, shift=float(student_cfg.sampling.shift),
-                      guidance_scale=float(student_cfg.sampling.guidance_scale),
-                      sigma_grid=student_cfg.sampling.teacher_sigmas)
-        if base is not None:
-            runs["base_i2v"].append(_timed(lambda: to_u8(decode(sample_ti2v(
-                base, tw.params["base"], ref, noise, context, negative, **common)))))
-        if teacher is not None:
-            runs["teacher"].append(_timed(lambda: to_u8(decode(sample_teacher(
-                teacher, tw.params["teacher"], ref, gar, noise, context, negative, **common)))))
-
+    if "base" in tw.params:
+        base = dit.build_model(tw.configs["base"])
+        runs["base_i2v"] = [_timed(lambda: inputs.decode(sample_ti2v(
+            base, tw.params["base"], ref, noise, context, inputs.negative, **inputs.options)))
+            for noise, ref, _, context in inputs.samples]
+    if "teacher" in tw.params:
+        runs["teacher"] = teacher_videos(dit.build_model(tw.configs["teacher"]), tw.params["teacher"], inputs)
+    session = StreamingSession(student_cfg, tw.params["student"], tw.params["vae"], inputs.negative, seed=seed)
+    for spec, truth, (_, _, _, context) in zip(specs, truths, inputs.samples):
         def stream():
             session.start(truth.reference, truth.garment, context)
             return np.concatenate(list(session.stream(spec.num_frames, progress=False)))
 
         runs["student"].append(_timed(stream))
-    for name, made in runs.items():
-        if made:
-            rows[name] = _row(made, specs, truths)
+    rows = {name: _row(made, specs, truths) for name, made in runs.items() if made}
     return {"rows": rows, "samples": samples, "frames": ONE_SWITCH[0], "teacher_steps": teacher_steps,
             "student_steps": len(student_cfg.sampling.student_timesteps)}
 

@@ -84,7 +84,8 @@ class Studio:
     async def info(self, request):
         v = self.model.config.video
         return web.json_response({**self.gallery.listing(), "fps": self.fps, "height": v.height, "width": v.width,
-                                  "chunk_frames": 4 * self.model.config.student.chunk_frames, "max_streams": self.pool.size, "running": self.pool.running,
+                                  "chunk_frames": 4 * self.model.config.student.chunk_frames,
+                                  "max_streams": self.pool.size, "running": self.pool.running,
                                   "max_upload_bytes": self.uploads.max_bytes, "model": self.model.description,
                                   "tinyworld": self.model.vocabulary is not None,
                                   "edit": self.model.edit_name or None})
