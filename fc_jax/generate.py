@@ -144,32 +144,41 @@ def _frames(default: int) -> int:
     return default if _FRAMES.value is None else _FRAMES.value
 
 
-def resolve_job(flag_config) -> Job:
-    """Which model runs, from --checkpoint / --weights / --config (`flag_config`: None when not given); UserError
-    for flags that do not go together."""
+def which_model(flag_config, checkpoint: str | None, weights_dir: str | None) -> tuple[str, Any, str | None, str]:
+    """(mode, config, tiny-world weights folder or None, note) of --config / --checkpoint / --weights (see `Job`):
+    --checkpoint or --config alone -> that config (default tiny); else the tiny-world student in --weights or the
+    shipped one, or where none is installed the tiny config at random weights (said in `note`). UserError for
+    flags that do not go together. Shared with `fc_jax.serve`."""
     from fc_jax.tinyworld import weights
 
-    if _CHECKPOINT.value and _WEIGHTS.value:
+    if checkpoint and weights_dir:
         raise cli.UserError("--checkpoint and --weights each name a model; give one of them")
-    if _WEIGHTS.value and flag_config is not None:
+    if weights_dir and flag_config is not None:
         raise cli.UserError("--weights brings its own config (its card's); leave out --config")
-    if _CHECKPOINT.value or (flag_config is not None and not _WEIGHTS.value):
+    if checkpoint or (flag_config is not None and not weights_dir):
         config = flag_config if flag_config is not None else fc_jax.config.load_config("tiny")
-        return Job("checkpoint" if _CHECKPOINT.value else "random", config, _frames(21), _PROMPT.value or "")
-    folder = _WEIGHTS.value or weights.SHIPPED
+        return ("checkpoint" if checkpoint else "random"), config, None, ""
+    folder = weights_dir or weights.SHIPPED
     if not os.path.isfile(weights.part_path("student", folder)):
-        if _WEIGHTS.value:
+        if weights_dir:
             raise cli.UserError(f"--weights={folder}: no student.safetensors there (write one with python -m "
                                 "fc_jax.tinyworld ship from a recipe that ran its gr_dmd step)")
-        return Job("random", fc_jax.config.load_config("tiny"), _frames(21), _PROMPT.value or "",
-                   note="no tiny-world student is installed (fc_jax/tinyworld/weights): the tiny config instead")
+        return "random", fc_jax.config.load_config("tiny"), None, (
+            "no tiny-world student is installed (fc_jax/tinyworld/weights): the tiny config instead")
     try:
-        config = weights.configs(folder)["student"]
+        return "tinyworld", weights.configs(folder)["student"], folder, ""
     except (KeyError, ValueError) as e:
         raise cli.UserError(f"--weights={folder}: its card.json names no usable student config ({e})") from e
-    frames = _frames(93)
+
+
+def resolve_job(flag_config) -> Job:
+    """Which model runs, from --checkpoint / --weights / --config (`flag_config`: None when not given), and the
+    frames, prompt and case; UserError for flags that do not go together."""
+    mode, config, folder, note = which_model(flag_config, _CHECKPOINT.value, _WEIGHTS.value)
+    if mode != "tinyworld":
+        return Job(mode, config, _frames(21), _PROMPT.value or "", note=note)
     builtin = _REFERENCE.value is None and _GARMENT.value is None and not _SWITCH.value
-    return Job("tinyworld", config, frames, _PROMPT.value, folder, builtin)
+    return Job("tinyworld", config, _frames(93), _PROMPT.value, folder, builtin)
 
 
 def check_inputs(job: Job) -> None:

@@ -60,41 +60,30 @@ def _log(message: str) -> None:
 
 
 def resolve_job():
-    """generate's Job for the flags (its rules: --checkpoint with --config, --weights alone, neither: the
-    shipped tiny-world student, or the tiny config at random weights where none is installed)."""
-    from fc_jax.generate import Job
-    from fc_jax.tinyworld import weights
+    """generate's Job for the flags (its rules, `generate.which_model`: --checkpoint with --config, --weights
+    alone, neither: the shipped tiny-world student, or the tiny config at random weights where none is
+    installed), the checkpoint and the light decoder checked."""
+    from fc_jax.generate import Job, which_model
 
-    if _CHECKPOINT.value and _WEIGHTS.value:
-        raise cli.UserError("--checkpoint and --weights each name a model; give one of them")
-    if _WEIGHTS.value and FLAGS.config is not None:
-        raise cli.UserError("--weights brings its own config (its card's); leave out --config")
     if _MAX_STREAMS.value < 1:
         raise cli.UserError(f"--max_streams={_MAX_STREAMS.value}: at least 1")
     if not 0 <= _PORT.value < 65536:
         raise cli.UserError(f"--port={_PORT.value}: expected 0..65535")
     if _EDIT_ARGS.value is not None and _EDIT.value is None:
         raise cli.UserError("--edit_args are the arguments of --edit's edit; give --edit too")
-    if _CHECKPOINT.value or (FLAGS.config is not None and not _WEIGHTS.value):
-        config = FLAGS.config if FLAGS.config is not None else fc_jax.config.load_config("tiny")
-        if _CHECKPOINT.value:
-            from fc_jax.inference import check_checkpoint, checkpoint_parts
+    mode, config, folder, note = which_model(FLAGS.config, _CHECKPOINT.value, _WEIGHTS.value)
+    if mode == "checkpoint":
+        from fc_jax.inference import check_checkpoint, checkpoint_parts
 
-            try:
-                checkpoint_parts(_CHECKPOINT.value, _TOKENIZER.value)
-                check_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value, [])
-            except (OSError, ValueError) as e:
-                raise cli.UserError(str(e)) from e
-        return Job("checkpoint" if _CHECKPOINT.value else "random", config, 21, "")
-    folder = _WEIGHTS.value or weights.SHIPPED
-    if not os.path.isfile(weights.part_path("student", folder)):
-        if _WEIGHTS.value:
-            raise cli.UserError(f"--weights={folder}: no student.safetensors there")
-        return Job("random", fc_jax.config.load_config("tiny"), 21, "",
-                   note="no tiny-world student is installed: the tiny config at random weights instead")
-    if _DECODER.value == "light" and not os.path.isfile(os.path.join(folder, "light_decoder.safetensors")):
+        try:
+            checkpoint_parts(_CHECKPOINT.value, _TOKENIZER.value)
+            check_checkpoint(config, _CHECKPOINT.value, _TOKENIZER.value, [])
+        except (OSError, ValueError) as e:
+            raise cli.UserError(str(e)) from e
+    if mode == "tinyworld" and _DECODER.value == "light" and not os.path.isfile(
+            os.path.join(folder, "light_decoder.safetensors")):
         raise cli.UserError(f"--decoder=light: the tiny-world weights {folder} have no light_decoder.safetensors")
-    return Job("tinyworld", weights.configs(folder)["student"], 21, "", folder, True)
+    return Job(mode, config, 21, "", folder, mode == "tinyworld", note)
 
 
 def plug_in_edit():
