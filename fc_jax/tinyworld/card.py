@@ -27,6 +27,15 @@ SOURCES = {"vae": "vae_params", "base": "base_params", "light_decoder": "light_d
 HALF = ("base", "teacher", "student")
 
 
+def _rare_colour_text(vae_train) -> str:
+    """How the VAE's reconstruction loss weighs rare colours, for the card ("" when it does not)."""
+    weight = float(vae_train.get("rare_colour_weight", 0.0))
+    if not weight:
+        return ""
+    return (f"(pixels of colours under {vae_train.rare_colour_share:.0%} of their clip weighted "
+            f"{1 + weight:g}x) ")
+
+
 def read_jsonl(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -123,7 +132,7 @@ def model_card(card: dict, size: int) -> str:
         f"{v.vae.decoder_res_blocks} residual blocks per encoder / decoder stage; 48-channel latents, 16x spatial, "
         f"4x temporal): {r.get('vae', {}).get('steps', '?')} steps of {v.train.global_batch} clips "
         f"({v.vae_train.clip_frames} frames, {tuple(v.vae_train.crop)} windows), L1 + {v.vae_train.mse_weight} MSE "
-        f"+ {v.vae_train.kl_weight} KL, posterior log-variance started at "
+        f"{_rare_colour_text(v.vae_train)}+ {v.vae_train.kl_weight} KL, posterior log-variance started at "
         f"{v.vae_train.get('logvar_init', 'the random init')}, Adam, {v.optim.schedule} learning rate from "
         f"{v.optim.lr}; EMA "
         f"{v.train.ema_decay} shipped.",

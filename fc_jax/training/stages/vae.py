@@ -3,8 +3,11 @@
 
 Per clip x [B, F, H, W, 3] (uint8 -> [-1, 1]): the encoder's posterior (mu, log σ²) over the raw latents, a sample
 z = mu + σ·ε, the unclipped decode x̂ of z (encoder and decoder each run the clip in one pass: the streaming
-values, faster to differentiate); loss = mean |x̂ − x| + `vae_train.mse_weight` · mean (x̂ − x)² +
-`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). A fresh VAE's log-variance starts at
+values, faster to differentiate); loss = the w-weighted mean of |x̂ − x| + `vae_train.mse_weight` · (x̂ − x)² +
+`vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). The pixel weights w (`rare_colour_weights`) are 1, plus
+`vae_train.rare_colour_weight` where the pixel's colour is rare in its clip (under `vae_train.rare_colour_share`
+of it): frequency balancing without masks, so the small figure's colours are not drowned by the background's
+(0, the default, is the plain mean). A fresh VAE's log-variance starts at
 `vae_train.logvar_init` (`start_logvar`; None keeps the random init's ≈ 0, a σ ≈ 1 posterior noise that the weakly
 weighted KL and the reconstruction shrink only slowly, while the decoder learns to blur over it). Evaluation: the
 loss at a fixed key (`eval/loss`) and the PSNR of the clipped posterior-mean reconstruction on fixed eval videos
@@ -33,15 +36,38 @@ def to_pixels(video_u8) -> jax.Array:
     return video_u8.astype(jnp.float32) / 127.5 - 1.0
 
 
-def vae_loss(params, video_u8, key, kl_weight: float, mse_weight: float) -> jax.Array:
+COLOUR_LEVELS = 8  # levels per channel of the colour bins that `rare_colour_weights` counts (8³ = 512 bins)
+
+
+def rare_colour_weights(video_u8, weight: float, share: float) -> jax.Array:
+    """Per-pixel loss weights float32 [B, F, H, W] of clips uint8 [B, F, H, W, 3]: 1 + `weight` where the pixel's
+    colour bin (each channel cut into `COLOUR_LEVELS` levels) holds under `share` of its clip's pixels, else 1."""
+    levels = video_u8.astype(jnp.int32) // (256 // COLOUR_LEVELS)
+    bins = (levels[..., 0] * COLOUR_LEVELS + levels[..., 1]) * COLOUR_LEVELS + levels[..., 2]
+
+    def clip_share(clip_bins):
+        counts = jnp.zeros(COLOUR_LEVELS**3, jnp.float32).at[clip_bins.ravel()].add(1.0)
+        return counts[clip_bins] / clip_bins.size
+
+    return 1.0 + weight * (jax.vmap(clip_share)(bins) < share).astype(jnp.float32)
+
+
+def vae_loss(params, video_u8, key, kl_weight: float, mse_weight: float, rare_colour_weight: float = 0.0,
+             rare_colour_share: float = 0.05) -> jax.Array:
     """The reconstruction + KL loss of one micro-batch of clips uint8 [B, 4k+1, H, W, 3]."""
     x = to_pixels(video_u8)
     mu, logvar = vae.posterior_moments(params, x, one_pass=True)
     logvar = jnp.clip(logvar, -30.0, 20.0)
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
     error = vae.decode_raw(params, z, one_pass=True) - x
+    per_pixel = jnp.abs(error) + mse_weight * jnp.square(error)
+    if rare_colour_weight:
+        weights = rare_colour_weights(video_u8, rare_colour_weight, rare_colour_share)[..., None]
+        reconstruction = jnp.mean(weights * per_pixel) / jnp.mean(weights)
+    else:
+        reconstruction = jnp.mean(per_pixel)
     kl = 0.5 * jnp.mean(jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar)
-    return jnp.mean(jnp.abs(error)) + mse_weight * jnp.mean(jnp.square(error)) + kl_weight * kl
+    return reconstruction + kl_weight * kl
 
 
 def psnr_db(params, video_u8) -> jax.Array:
@@ -89,7 +115,8 @@ class VAE(SingleNetworkStage):
 
     def loss(self, model, config, params, batch, key) -> jax.Array:
         t = config.vae_train
-        return vae_loss(params, batch["video"], key, float(t.kl_weight), float(t.mse_weight))
+        return vae_loss(params, batch["video"], key, float(t.kl_weight), float(t.mse_weight),
+                        float(t.get("rare_colour_weight", 0.0)), float(t.get("rare_colour_share", 0.05)))
 
     def state_layout(self, setup):
         """The state, replicated on the mesh (a data-parallel VAE: its parameters carry no logical axes)."""
