@@ -47,6 +47,47 @@ def test_start_logvar_sets_the_posterior_variance_and_keeps_mu():
     np.testing.assert_allclose(logvar1, -10.0, atol=1e-6)
 
 
+def test_rare_colour_weights_pick_the_figure_and_weigh_the_loss():
+    """Pixels of a colour under the share of their clip get 1 + weight, the rest 1, counted per clip; on a rendered
+    tiny-world clip most of the figure is weighted and little of the rest; the weighted loss counts an error on the rare
+    pixels more than the plain mean does, and weight 0 is the plain mean."""
+    from fc_jax.models import vae
+    from fc_jax.tinyworld.render import render_sample
+    from fc_jax.tinyworld.spec import split_specs
+    from fc_jax.training.stages.vae import rare_colour_weights, vae_loss
+
+    clips = np.zeros((2, 1, 10, 10, 3), np.uint8)
+    clips[0, :, :, :] = (200, 30, 30)
+    clips[0, :, :2, :2] = (20, 220, 40)  # 4% of clip 0
+    clips[1, :, :, :5] = (20, 220, 40)  # the same colour is half of clip 1
+    weights = np.asarray(rare_colour_weights(jnp.asarray(clips), 10.0, 0.05))
+    expected = np.ones((2, 1, 10, 10), np.float32)
+    expected[0, :, :2, :2] = 11.0
+    np.testing.assert_array_equal(weights, expected)
+
+    sample = render_sample(next(iter(split_specs("train", 1))))
+    weights = np.asarray(rare_colour_weights(jnp.asarray(sample.video[None, ::8]), 10.0, 0.05))[0]
+    figure = sample.parts[::8] > 0
+    assert (weights[figure] > 1).mean() > 0.5 and (weights[figure] > 1).mean() > 4 * (weights[~figure] > 1).mean()
+
+    config = load_config("tiny")
+    params = vae.init_params(config, jax.random.key(0))
+    video = np.full((1, 5, 32, 32, 3), 128, np.uint8)
+    video[:, :, 10:14, 10:14] = (250, 20, 20)
+    key = jax.random.key(1)
+    x = jnp.asarray(video, jnp.float32) / 127.5 - 1.0
+    mu, logvar = vae.posterior_moments(params, x, one_pass=True)
+    z = mu + jnp.exp(0.5 * jnp.clip(logvar, -30.0, 20.0)) * jax.random.normal(key, mu.shape)
+    error = np.asarray(vae.decode_raw(params, z, one_pass=True) - x)
+    per_pixel = (np.abs(error) + error**2).mean(-1)
+    rare = np.zeros(per_pixel.shape, bool)
+    rare[:, :, 10:14, 10:14] = True
+    w = 1.0 + 10.0 * rare
+    loss = lambda weight: float(vae_loss(params, jnp.asarray(video), key, 0.0, 1.0, weight))
+    np.testing.assert_allclose(loss(0.0), per_pixel.mean(), rtol=1e-5)
+    np.testing.assert_allclose(loss(10.0), (w * per_pixel).sum() / w.sum(), rtol=1e-5)
+    assert per_pixel[rare].mean() > per_pixel[~rare].mean() and loss(10.0) > loss(0.0)
+
 def test_random_clip_windows_and_clip_size_errors():
     from fc_jax.data.sources import RandomClip, clip_size
 
