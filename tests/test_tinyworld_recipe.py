@@ -122,12 +122,13 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
                            "--teacher_steps=2", f"--report={report}"], env).stdout.strip().splitlines()[-1])
     t1, sw = out["tables"]["table1"], out["tables"]["switching"]
     assert sorted(t1["rows"]) == ["base_i2v", "student", "teacher"] and t1["samples"] == 1
-    assert all(row["fps"] > 0 and 0 <= row["garment/hgc"] <= 1 for row in t1["rows"].values())
+    assert all(row["fps"] > 0 and row["sampler_fps"] > 0 and 0 <= row["garment/hgc"] <= 1
+               for row in t1["rows"].values())
     for case, frames in (("one_switch", 45), ("three_switches", 93)):
         assert sw[case]["frames"] == frames
         assert all(0 <= sw[case][v]["leakage"] <= 1 for v in ("full", "no_refresh", "no_withdraw", "no_disentangle"))
-    for key in ("student_over_teacher_garment", "student_over_teacher_fps", "switch_new_garment_within_chunk",
-                "switch_leakage", "switch_continuity_ratio"):
+    for key in ("student_over_teacher_garment", "student_over_teacher_fps", "student_over_teacher_sampler_fps",
+                "switch_new_garment_within_chunk", "switch_leakage", "switch_continuity_ratio"):
         assert out[key] == out["tables"]["goals"][key] and np.isfinite(out[key])
     assert out["switch_leakage"] == sw["one_switch"]["full"]["leakage"]
     assert "## Table 1" in report.read_text() and "| no_withdraw |" in report.read_text()

@@ -79,17 +79,30 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def _row(videos_and_seconds, specs, truths) -> dict:
-    """Mean metrics of the generated videos and their frames per second (median after the first video)."""
+def _sample_then_decode(sample, decode) -> tuple:
+    """(video, seconds end to end, seconds of the sampler alone) of `decode(sample())`."""
+    latents, sampling = _timed(sample)
+    video, decoding = _timed(lambda: decode(latents))
+    return video, sampling + decoding, sampling
+
+
+def _steady(seconds: list[float]) -> float:
+    return statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
+def _row(made, specs, truths) -> dict:
+    """Mean metrics of the generated videos `made` [(video, seconds end to end[, seconds of the sampler alone])]
+    and their frames per second (median after the first video): `fps` end to end, `sampler_fps` without the
+    decoder where the sampler was timed alone."""
     from fc_jax.tinyworld.metrics import evaluate
 
-    rows = [evaluate(video, spec, ground_truth=truth) for (video, _), spec, truth in
-            zip(videos_and_seconds, specs, truths)]
-    seconds = [s for _, s in videos_and_seconds]
-    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    rows = [evaluate(video, spec, ground_truth=truth) for (video, *_), spec, truth in zip(made, specs, truths)]
+    steady = _steady([m[1] for m in made])
     out = mean_rows(rows)
     out["fps"] = round(specs[0].num_frames / steady, 3)
     out["seconds_per_video"] = round(steady, 3)
+    if all(len(m) > 2 for m in made):
+        out["sampler_fps"] = round(specs[0].num_frames / _steady([m[2] for m in made]), 3)
     return out
 
 
@@ -130,11 +143,12 @@ def sampler_inputs(tw: TinyWorld, specs, truths, seed: int, teacher_steps: int) 
 
 
 def teacher_videos(model, params, inputs: SamplerInputs) -> list:
-    """[(uint8 video, seconds)] of an in-context (or channel-concat) teacher on every sample of `inputs`."""
+    """[(uint8 video, seconds, seconds of the sampler alone)] of an in-context (or channel-concat) teacher on
+    every sample of `inputs`."""
     from fc_jax.sampling.teacher import sample_teacher
 
-    return [_timed(lambda: inputs.decode(sample_teacher(model, params, ref, gar, noise, context, inputs.negative,
-                                                        **inputs.options)))
+    return [_sample_then_decode(lambda: sample_teacher(model, params, ref, gar, noise, context, inputs.negative,
+                                                       **inputs.options), inputs.decode)
             for noise, ref, gar, context in inputs.samples]
 
 
@@ -142,6 +156,7 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     """Base I2V from the reference, teacher and student on `samples` held-out 45-frame specs."""
     from fc_jax.models import dit
     from fc_jax.sampling.base import sample_ti2v
+    from fc_jax.sampling.frames import chunk_count
     from fc_jax.sampling.streaming import StreamingSession
     from fc_jax.tinyworld.render import render_sample
 
@@ -152,8 +167,8 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     runs = {"base_i2v": [], "teacher": [], "student": []}
     if "base" in tw.params:
         base = dit.build_model(tw.configs["base"])
-        runs["base_i2v"] = [_timed(lambda: inputs.decode(sample_ti2v(
-            base, tw.params["base"], ref, noise, context, inputs.negative, **inputs.options)))
+        runs["base_i2v"] = [_sample_then_decode(lambda: sample_ti2v(
+            base, tw.params["base"], ref, noise, context, inputs.negative, **inputs.options), inputs.decode)
             for noise, ref, _, context in inputs.samples]
     if "teacher" in tw.params:
         runs["teacher"] = teacher_videos(dit.build_model(tw.configs["teacher"]), tw.params["teacher"], inputs)
@@ -163,7 +178,12 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
             session.start(truth.reference, truth.garment, context)
             return np.concatenate(list(session.stream(spec.num_frames, progress=False)))
 
-        runs["student"].append(_timed(stream))
+        def latents_only():  # the same stream without its decoder
+            session.start(truth.reference, truth.garment, context)
+            return [session.next_latents() for _ in range(chunk_count(spec.num_frames, session.spec.chunk_frames))]
+
+        sampling = _timed(latents_only)[1]
+        runs["student"].append((*_timed(stream), sampling))
     rows = {name: _row(made, specs, truths) for name, made in runs.items() if made}
     return {"rows": rows, "samples": samples, "frames": ONE_SWITCH[0], "teacher_steps": teacher_steps,
             "student_steps": len(student_cfg.sampling.student_timesteps)}
@@ -240,6 +260,8 @@ def goals(t1: dict, sw: dict) -> dict:
     return {
         "student_over_teacher_garment": round(garment(student) / max(garment(teacher), 1e-9), 4) if teacher else None,
         "student_over_teacher_fps": round(student["fps"] / teacher["fps"], 2) if teacher else None,
+        "student_over_teacher_sampler_fps": (round(student["sampler_fps"] / teacher["sampler_fps"], 2)
+                                             if teacher else None),
         "switch_new_garment_within_chunk": full["new_share_chunk"],
         "switch_leakage": full["leakage"],
         "switch_continuity_ratio": full["continuity_ratio"],
@@ -263,7 +285,7 @@ def markdown(result: dict) -> str:
     """The tables as a Markdown report."""
     t1, sw = result["table1"], result["switching"]
     cols = ["id/id", "motion/motion_alignment", "motion/amp_score", "motion/smoo_score", "vq/vq", "garment/hgc",
-            "garment/lgc", "ntp/ntp", "fps"]
+            "garment/lgc", "ntp/ntp", "fps", "sampler_fps"]
     lines = ["# The paper's tables on the tiny world", "",
              f"Held-out split, {t1['samples']} samples of {t1['frames']} frames, this CPU "
              f"(`python -m fc_jax.bench tinyworld --what=tables`).", "",
