@@ -180,6 +180,15 @@ def test_switch_ablations_change_what_they_should(parts):
     assert not np.allclose(np.asarray(full._cache.reference), np.asarray(base._cache.reference))  # disentangled
 
 
+def test_uint8_on_the_device_is_the_host_conversion():
+    """The session's device-side uint8 conversion rounds and clips exactly as `images.to_uint8`, ties included
+    (x.5 values round half to even in both)."""
+    ties = (np.arange(-2.0, 257.0, 0.5) / 127.5 - 1.0).astype(np.float32)
+    noise = np.random.default_rng(0).uniform(-1.2, 1.2, 5000).astype(np.float32)
+    for x in (ties, noise):
+        np.testing.assert_array_equal(np.asarray(images.to_uint8_on_device(jnp.asarray(x))), images.to_uint8(x))
+
+
 def test_image_preprocessing_matches_the_authors_rules():
     wide = np.zeros((20, 80, 3), np.uint8)
     wide[:, 30:50] = 255  # a white stripe in the middle

@@ -193,7 +193,7 @@ class StreamingSession:
         self._last_frame = frames[:, -1]
         self.chunks_made += 1
         self.frames_made += frames.shape[1]
-        return images.to_uint8(frames[0])
+        return np.asarray(images.to_uint8_on_device(frames[0]))
 
     # -- interaction ------------------------------------------------------------------------------------------
     def apply_edit(self, edit, **kwargs) -> None:
