@@ -64,6 +64,9 @@ def test_rare_colour_weights_pick_the_figure_and_weigh_the_loss():
     expected = np.ones((2, 1, 10, 10), np.float32)
     expected[0, :, :2, :2] = 11.0
     np.testing.assert_array_equal(weights, expected)
+    for weight, share in ((-1.0, 0.05), (10.0, 0.0), (10.0, 1.5)):
+        with pytest.raises(ValueError, match="share"):
+            rare_colour_weights(jnp.asarray(clips), weight, share)
 
     sample = render_sample(next(iter(split_specs("train", 1))))
     weights = np.asarray(rare_colour_weights(jnp.asarray(sample.video[None, ::8]), 10.0, 0.05))[0]

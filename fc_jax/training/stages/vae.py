@@ -6,8 +6,9 @@ z = mu + σ·ε, the unclipped decode x̂ of z (encoder and decoder each run the
 values, faster to differentiate); loss = the w-weighted mean of |x̂ − x| + `vae_train.mse_weight` · (x̂ − x)² +
 `vae_train.kl_weight` · mean KL(N(mu, σ²) ‖ N(0, 1)). The pixel weights w (`rare_colour_weights`) are 1, plus
 `vae_train.rare_colour_weight` where the pixel's colour is rare in its clip (under `vae_train.rare_colour_share`
-of it): frequency balancing without masks, so the small figure's colours are not drowned by the background's
-(0, the default, is the plain mean). A fresh VAE's log-variance starts at
+of it): frequency balancing without masks, meant to keep a small figure's colours from being drowned by the
+background's (0, the default, is the plain mean; on the tiny world it did not raise the figure's PSNR, see
+`configs/tinyworld_vae.py`). A fresh VAE's log-variance starts at
 `vae_train.logvar_init` (`start_logvar`; None keeps the random init's ≈ 0, a σ ≈ 1 posterior noise that the weakly
 weighted KL and the reconstruction shrink only slowly, while the decoder learns to blur over it). Evaluation: the
 loss at a fixed key (`eval/loss`) and the PSNR of the clipped posterior-mean reconstruction on fixed eval videos
@@ -42,6 +43,9 @@ COLOUR_LEVELS = 8  # levels per channel of the colour bins that `rare_colour_wei
 def rare_colour_weights(video_u8, weight: float, share: float) -> jax.Array:
     """Per-pixel loss weights float32 [B, F, H, W] of clips uint8 [B, F, H, W, 3]: 1 + `weight` where the pixel's
     colour bin (each channel cut into `COLOUR_LEVELS` levels) holds under `share` of its clip's pixels, else 1."""
+    if weight < 0 or not 0 < share <= 1:
+        raise ValueError(f"rare_colour_weights: expected weight >= 0 and 0 < share <= 1, found weight {weight}, "
+                         f"share {share}")
     levels = video_u8.astype(jnp.int32) // (256 // COLOUR_LEVELS)
     bins = (levels[..., 0] * COLOUR_LEVELS + levels[..., 1]) * COLOUR_LEVELS + levels[..., 2]
 
