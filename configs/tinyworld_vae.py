@@ -37,9 +37,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # 11.8 and the frame 19.4 dB against 20.5, on 4 held-out videos), so the shipped VAE trains without it.
     c.vae_train = ml_collections.ConfigDict(dict(clip_frames=45, crop=(64, 64), kl_weight=1e-6, mse_weight=1.0,
                                                  logvar_init=-10.0, rare_colour_weight=0.0, rare_colour_share=0.05))
-    c.optim.update(dict(lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1400, decay_factor=0.05,
+    # Learning rate 5e-4 for 2000 steps (run tw5; tw3 shipped 2e-3 for 1400): on the held-out bench 21.0 dB against
+    # 19.5, the figure 12.6 against 11.1, the VAE's motion ceiling 0.83 against 0.54 (at 1400 steps 5e-4 was
+    # already ahead of 2e-3 at every evaluation).
+    c.optim.update(dict(lr=5e-4, warmup_steps=50, schedule="cosine", decay_steps=2000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
-    c.train.update(dict(steps=1400, global_batch=2, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
+    c.train.update(dict(steps=2000, global_batch=2, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
                         eval_every=200, eval_batches=2))
     c.checkpoint.update(dict(every=100, keep_last=2, keep_every=600))
     c.data.update(dict(synthetic=False, eval_split="eval", num_threads=1, prefetch=2))
