@@ -4,6 +4,8 @@ calibration."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,6 +159,40 @@ def test_weights_round_trip_and_missing_part(tmp_path):
         weights.load_part("vae", str(tmp_path))
     with pytest.raises(ValueError, match="unknown tiny-world part"):
         weights.part_path("dit")
+
+
+def test_carry_over_skips_the_steps_and_ship_keeps_the_carried_parts(tmp_path):
+    """Parts carried from a weights folder land at their recipe paths, their steps are skipped (nothing trained),
+    and `ship` writes them back unchanged with their recipe entries, curves and evaluations; bad parts are named."""
+    from safetensors.numpy import load_file
+
+    from fc_jax.tinyworld import card, recipe, weights
+
+    work, dst = str(tmp_path / "tw"), str(tmp_path / "weights")
+    parts = ["vae", "base", "light_decoder", "teacher", "student"]
+    entries = card.carry_over(work, weights.SHIPPED, parts)
+    source = weights.card()
+    assert sorted(entries) == ["base", "gr_dmd", "light_decoder", "sft", "vae"]
+    assert all(entries[s] == {**source["recipe"][s], "carried_from": weights.SHIPPED} for s in entries)
+    log = recipe.run_recipe(work, ("vae", "text", "base", "light_decoder", "sft", "gr_dmd"))
+    assert sorted(log) == sorted([*entries, "text"]) and all(log[s] == entries[s] for s in entries)
+    assert not any(os.path.exists(recipe.paths(work)[f"{s}_run"]) for s in entries)  # nothing trained
+    card.write_weights(work, dst)
+    for part in parts:
+        shipped, written = load_file(weights.part_path(part)), load_file(weights.part_path(part, dst))
+        assert sorted(written) == sorted(shipped)
+        assert all(written[k].dtype == shipped[k].dtype and np.array_equal(written[k], shipped[k]) for k in shipped)
+        with open(os.path.join(weights.SHIPPED, "curves", f"{part}.png"), "rb") as a, \
+                open(os.path.join(dst, "curves", f"{part}.png"), "rb") as b:
+            assert a.read() == b.read()
+    shipped_card = weights.card(dst)
+    assert shipped_card["evaluations"] == {part: source["evaluations"][part] for part in parts}
+    assert shipped_card["configs"] == {part: source["configs"][part] for part in parts}
+    assert "Carried over, not retrained" in open(os.path.join(dst, "MODEL_CARD.md")).read()
+    with pytest.raises(ValueError, match="cannot carry"):
+        card.carry_over(work, weights.SHIPPED, ["dit"])
+    with pytest.raises(FileNotFoundError, match="no trained"):
+        card.carry_over(work, str(tmp_path), ["vae"])
 
 
 def test_ti2v_inputs_and_sampler_keep_the_first_frame():

@@ -6,7 +6,8 @@ data set (through `fc_jax.data.triplets.write_dataset`; progress is logged) and 
 nearest) and prints its path and captions as JSON lines. Both take `--height`, `--width`, `--num_frames`.
 `recipe --workdir=DIR [--steps=data,vae,...,gr_dmd]` renders the data, trains the VAE, writes the text encoder,
 encodes the latents, trains the base model and the light decoder, then the method's three stages
-(`fc_jax.tinyworld.recipe`); run it again to resume.
+(`fc_jax.tinyworld.recipe`); run it again to resume. `--carry=vae,light_decoder [--carry_from=DIR]` takes those
+trained parts from a weights folder (default: the package's) instead of training them again.
 `ship --workdir=DIR [--bench=FILE] [--dst=DIR]` writes its models, curves and model card as a weights folder
 (default: the package's own, `fc_jax/tinyworld/weights`); FILE is `python -m fc_jax.bench tinyworld`'s JSON.
 `ablations --workdir=DIR [--tables=table2,table3]` trains the variants of Tables 2 and 3 from the recipe's models
@@ -63,6 +64,10 @@ flags.DEFINE_list("steps", list(RECIPE_STEPS), "recipe steps to run, in the reci
                   flag_values=RECIPE)
 flags.DEFINE_enum("variant", "", ["", "smoke"], "the configs' variant: smoke = a few steps of each, smallest sizes",
                   flag_values=RECIPE)
+flags.DEFINE_list("carry", [], "trained parts (vae, base, light_decoder, teacher, student) to take from --carry_from "
+                  "instead of training them", flag_values=RECIPE)
+flags.DEFINE_string("carry_from", None, "a weights folder written by `ship` (default: the package's) for --carry",
+                    flag_values=RECIPE)
 
 ABLATIONS = flags.FlagValues()
 flags.DEFINE_string("workdir", None, "the recipe's folder (its base, teacher-forcing student and teacher)",
@@ -95,6 +100,15 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [s for s in RECIPE.steps if s not in STEPS]
         if unknown:
             cli.fail(f"{PROG} recipe", f"--steps: unknown step(s) {unknown}; expected some of {list(STEPS)}")
+        if RECIPE.carry:
+            from fc_jax.tinyworld.card import carry_over
+            from fc_jax.tinyworld.weights import SHIPPED
+
+            with cli.user_errors(f"{PROG} recipe"):
+                try:
+                    carry_over(RECIPE.workdir, RECIPE.carry_from or SHIPPED, RECIPE.carry)
+                except (FileNotFoundError, ValueError) as e:
+                    raise cli.UserError(f"--carry: {e}") from None
         print(json.dumps(run_recipe(RECIPE.workdir, RECIPE.steps, RECIPE.variant)))
     elif command == "ablations":
         cli.parse(ABLATIONS, f"{PROG} ablations", rest, description=COMMANDS["ablations"])

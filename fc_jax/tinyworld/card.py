@@ -81,6 +81,56 @@ def shipped_parts(workdir: str) -> tuple[str, ...]:
     return tuple(part for part in SOURCES if part in ("vae", "base") or os.path.exists(p[SOURCES[part]]))
 
 
+def _carried_dir(workdir: str) -> str:
+    return os.path.join(workdir, "carried")
+
+
+def carry_over(workdir: str, folder: str, parts) -> dict:
+    """Seed WORKDIR with the trained `parts` (some of vae, base, light_decoder, teacher, student) of the weights
+    folder `folder` (an earlier recipe's `ship`), so that the recipe retrains only the rest: each part's
+    parameters at its recipe path, its step's recipe.json entry (config, steps, wall time) copied from `folder`'s
+    card and marked `carried_from` (the recipe skips that step), its curve and evaluations kept for `ship`
+    (WORKDIR/carried/). Returns {step: entry} of the carried steps."""
+    from fc_jax.convert.common import save_params
+
+    unknown = [part for part in parts if part not in SOURCES]
+    if unknown:
+        raise ValueError(f"cannot carry {unknown}: expected some of {list(SOURCES)}")
+    source = weights.card(folder)
+    missing = [part for part in parts if part not in source.get("configs", {})]
+    if missing:
+        raise FileNotFoundError(f"{folder} has no trained {missing} (its card.json lists "
+                                f"{sorted(source.get('configs', {}))})")
+    p, carried = recipe.paths(workdir), _carried_dir(workdir)
+    os.makedirs(carried, exist_ok=True)
+    entries = {}
+    for part in parts:
+        step = CURVES[part][0]
+        if not os.path.exists(p[SOURCES[part]]):
+            save_params(weights.load_part(part, folder), os.path.abspath(p[SOURCES[part]]))
+        curve = os.path.join(folder, "curves", f"{part}.png")
+        if os.path.exists(curve):
+            shutil.copy(curve, os.path.join(carried, f"{part}.png"))
+        with open(os.path.join(carried, f"{part}.eval.json"), "w") as f:
+            json.dump(source.get("evaluations", {}).get(part, []), f)
+        entries[step] = {**source["recipe"][step], "carried_from": os.path.abspath(folder)}
+        recipe.write_log_entry(workdir, step, entries[step])
+    return entries
+
+
+def _curve_and_evaluations(workdir: str, part: str, out_png: str) -> list[dict]:
+    """Draw part `part`'s curves to `out_png` and return its evaluations: from its run, or as carried over."""
+    step = CURVES[part][0]
+    if recipe.read_log(workdir).get(step, {}).get("carried_from"):
+        carried = _carried_dir(workdir)
+        if os.path.exists(os.path.join(carried, f"{part}.png")):
+            shutil.copy(os.path.join(carried, f"{part}.png"), out_png)
+        return json.load(open(os.path.join(carried, f"{part}.eval.json")))
+    run = recipe.paths(workdir)[f"{step}_run"]
+    plot_curves(run, out_png, part, *CURVES[part][1:])
+    return read_jsonl(os.path.join(run, "eval.jsonl"))
+
+
 def write_weights(workdir: str, dst: str, bench: dict | None = None) -> dict:
     """Write the recipe's trained parts (safetensors: the DiTs in float16, the rest float32), the tokenizer,
     curves, `card.json` and `MODEL_CARD.md` into `dst` (replaced); returns the card."""
@@ -95,13 +145,11 @@ def write_weights(workdir: str, dst: str, bench: dict | None = None) -> dict:
         weights.save_tree(load_params(os.path.abspath(source)), weights.part_path(part, tmp),
                           np.float16 if part in HALF else np.float32)
     shutil.copy(p["tokenizer"], weights.part_path("tokenizer", tmp))
-    runs = {part: p[f"{CURVES[part][0]}_run"] for part in parts}
-    for part, run in runs.items():
-        plot_curves(run, os.path.join(tmp, "curves", f"{part}.png"), part, *CURVES[part][1:])
-    log = json.load(open(p["log"]))
+    evaluations = {part: _curve_and_evaluations(workdir, part, os.path.join(tmp, "curves", f"{part}.png"))
+                   for part in parts}
+    log = recipe.read_log(workdir)
     card = {"recipe": log, "configs": {part: log[CURVES[part][0]]["config"] for part in parts},
-            "text_seed": recipe.TEXT_SEED, "metrics": bench or {},
-            "evaluations": {s: read_jsonl(os.path.join(run, "eval.jsonl")) for s, run in runs.items()}}
+            "text_seed": recipe.TEXT_SEED, "metrics": bench or {}, "evaluations": evaluations}
     with open(os.path.join(tmp, "card.json"), "w") as f:
         json.dump(card, f, indent=1)
     with open(os.path.join(tmp, "MODEL_CARD.md"), "w") as f:
@@ -119,7 +167,7 @@ def model_card(card: dict, size: int) -> str:
 
     r, m = card["recipe"], card["metrics"]
     v, b = load_config(card["configs"]["vae"]), load_config(card["configs"]["base"])
-    wall = {step: entry.get("wall_s") for step, entry in r.items()}
+    wall = {step: r[step].get("wall_s") for step in recipe.STEPS if step in r}
     lines = [
         "# The tiny world's models", "",
         f"Trained on this project's 2-core CPU by `python -m fc_jax.tinyworld recipe` (configs "
@@ -168,6 +216,10 @@ def model_card(card: dict, size: int) -> str:
             f"tau {g.distill.temperature}, {r.get('gr_dmd', {}).get('steps', '?')} iterations of {g.train.global_batch}; "
             f"{len(g.sampling.student_timesteps)} denoising steps per chunk): the generator's EMA "
             f"{g.distill.ema_decay} shipped.")
+    carried = {step: entry["carried_from"] for step, entry in r.items() if entry.get("carried_from")}
+    if carried:
+        lines.append(f"- Carried over, not retrained, from an earlier run's weights (its recipe entry, curves and "
+                     f"evaluations kept): {', '.join(f'`{s}`' for s in carried)}.")
     lines += [f"- Wall time per recipe step (s): {json.dumps(wall)}.", "", "## Measured", ""]
     if m:
         lines += ["```json", json.dumps(m, indent=1), "```"]

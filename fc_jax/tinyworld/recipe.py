@@ -26,7 +26,9 @@ The method (issue "the method on the tiny world"), each stage from the one befor
 8. `gr_dmd`: stage 3 (`tinyworld_gr_dmd`: generator from stage 2, critic and real score from stage 1, the tiny
    VQ score of WORKDIR/vae_params's frames, its palette saved as WORKDIR/vq_palette.npz, as the reward) ->
    WORKDIR/student_params (the generator's EMA).
-Each step's wall time is added to WORKDIR/recipe.json (for the model card).
+Each step's wall time is added to WORKDIR/recipe.json (for the model card). A step whose model was carried over
+from an earlier run's weights folder (`--carry=vae,light_decoder --carry_from=DIR`, `fc_jax.tinyworld.card.carry_over`)
+is skipped: its entry there is the earlier run's, marked `carried_from`.
 """
 
 from __future__ import annotations
@@ -112,16 +114,26 @@ def paths(workdir: str) -> dict[str, str]:
             "log": j("recipe.json")}
 
 
-def _record(workdir: str, step: str, seconds: float, **extra) -> None:
+def read_log(workdir: str) -> dict:
+    """WORKDIR/recipe.json: {step: {wall_s, ...}} of the steps done so far ({} before the first)."""
     log = paths(workdir)["log"]
-    done = json.load(open(log)) if os.path.exists(log) else {}
-    entry = done.get(step, {"wall_s": 0.0})
-    entry["wall_s"] = round(entry["wall_s"] + seconds, 1)
-    entry.update(extra)
+    return json.load(open(log)) if os.path.exists(log) else {}
+
+
+def write_log_entry(workdir: str, step: str, entry: dict) -> None:
+    """Set step `step`'s entry of WORKDIR/recipe.json (atomically)."""
+    log, done = paths(workdir)["log"], read_log(workdir)
     done[step] = entry
     with open(log + ".tmp", "w") as f:
         json.dump(done, f, indent=1)
     os.replace(log + ".tmp", log)
+
+
+def _record(workdir: str, step: str, seconds: float, **extra) -> None:
+    entry = read_log(workdir).get(step, {"wall_s": 0.0})
+    entry["wall_s"] = round(entry["wall_s"] + seconds, 1)
+    entry.update(extra)
+    write_log_entry(workdir, step, entry)
 
 
 def train_and_export(config, run_dir: str, params_dir: str) -> dict:
@@ -246,9 +258,13 @@ def run_recipe(workdir: str, steps=STEPS, variant: str = "") -> dict:
         raise ValueError(f"unknown recipe step(s) {unknown}; expected some of {list(STEPS)}")
     os.makedirs(workdir, exist_ok=True)
     for name in (s for s in STEPS if s in steps):
+        carried = read_log(workdir).get(name, {}).get("carried_from")
+        if carried:  # `fc_jax.tinyworld.card.carry_over` put an earlier run's trained model here
+            print(f"recipe: {name} carried over from {carried}", file=sys.stderr, flush=True)
+            continue
         print(f"recipe: {name} ...", file=sys.stderr, flush=True)
         start = time.time()
         extra = RUNNERS[name](workdir, variant)
         _record(workdir, name, time.time() - start, **extra)
         print(f"recipe: {name} done in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
-    return json.load(open(paths(workdir)["log"]))
+    return read_log(workdir)
