@@ -108,3 +108,26 @@ def test_stage_distils_through_the_driver(tmp_path):
     params = read_parameters(str(tmp_path / "run" / "checkpoints"), 4, "ema_params")
     frames = ld.decode(params, jnp.zeros((1, 2, 4, 4, 48)))
     assert frames.shape == (1, 5, 64, 64, 3)
+
+
+def test_latent_noise_perturbs_the_latents_and_the_teacher_decodes_the_perturbed_ones():
+    """`light_decoder_train.latent_noise`: the training latents move off the encoder's means, the teacher's
+    frames are the VAE's decode of exactly those latents (not of the clean ones), the draw is fixed by the clip,
+    and zero noise gives the clean pair."""
+    from fc_jax.config import load_config
+    from fc_jax.models import vae
+    from fc_jax.training.stages.light_decoder import teacher_targets
+
+    config = load_config("tinyworld_light_decoder:smoke")
+    teacher = vae.init_params(config, jax.random.key(0))
+    video = np.random.default_rng(0).integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)
+    clean_z, clean_frames = teacher_targets(teacher, jnp.asarray(video))
+    mu, _ = vae.posterior_moments(teacher, jnp.asarray(video, jnp.float32) / 127.5 - 1.0, one_pass=True)
+    np.testing.assert_allclose(clean_z, vae.normalize_latents(mu), atol=1e-5)
+    z, frames = teacher_targets(teacher, jnp.asarray(video), latent_noise=0.5)
+    assert float(jnp.abs(z - clean_z).mean()) > 0.01
+    np.testing.assert_allclose(
+        frames, jnp.clip(vae.decode_raw(teacher, vae.denormalize_latents(z), one_pass=True), -1, 1), atol=1e-5)
+    assert float(jnp.abs(frames - clean_frames).max()) > 1e-4
+    again, _ = teacher_targets(teacher, jnp.asarray(video), latent_noise=0.5)
+    np.testing.assert_array_equal(again, z)

@@ -118,6 +118,12 @@ def carry_over(workdir: str, folder: str, parts) -> dict:
     return entries
 
 
+def _latent_noise(train) -> str:
+    """The model card's words for a light decoder's latent-noise augmentation (none: "")."""
+    noise = float(train.get("latent_noise", 0.0))
+    return f"; its latents perturbed by sigma ~ U(0, {noise}) of noise, decoded so by the VAE" if noise else ""
+
+
 def _curve_and_evaluations(workdir: str, part: str, out_png: str) -> list[dict]:
     """Draw part `part`'s curves to `out_png` and return its evaluations: from its run, or as carried over."""
     step = CURVES[part][0]
@@ -197,7 +203,8 @@ def model_card(card: dict, size: int) -> str:
             f"- Light decoder (`fc_jax.models.light_decoder`, {d.light_decoder.width} wide, {d.light_decoder.blocks} "
             f"memory blocks, upsampling widths {tuple(d.light_decoder.up_widths)}): "
             f"{r.get('light_decoder', {}).get('steps', '?')} steps of {d.train.global_batch} clips distilled from "
-            f"the VAE decoder (+ {d.light_decoder_train.real_weight} x the real frames), {d.optim.schedule} "
+            f"the VAE decoder (+ {d.light_decoder_train.real_weight} x the real frames"
+            f"{_latent_noise(d.light_decoder_train)}), {d.optim.schedule} "
             f"learning rate from {d.optim.lr}; EMA {d.train.ema_decay} shipped.")
     if "teacher" in card["configs"]:
         t = load_config(card["configs"]["teacher"])

@@ -8,6 +8,7 @@ A stage is one file under `fc_jax/training/stages/` named as `config.stage` ("sf
 - `initial_state(setup)`: the step-0 state (pretrained weights loaded), laid out as `state_layout` says;
 - `open_data(setup, workdir)`: the training batches per process and fixed evaluation batches (`StageData`);
 - `device_batch(setup, local)`: one process's rows of a step -> the global batch the step takes;
+  `eval_batch(setup, local)`, the same for a fixed evaluation batch (by default `device_batch`);
 - `compile(setup)`: the step program `run(state, batch) -> (state, host metrics incl. "finite")`;
 - `eval_hooks(setup, data)`: its evaluation hooks, `hook(step, state) -> {name: value}`;
 - `tokens_per_sample(config)`, for the logged throughput; `exports`: the state's parameter trees, the default
@@ -77,6 +78,10 @@ class Stage:
 
     def device_batch(self, setup, local: dict) -> dict:
         raise NotImplementedError
+
+    def eval_batch(self, setup, local: dict) -> dict:
+        """An evaluation batch for the devices: as a training one unless a stage augments its training batches."""
+        return self.device_batch(setup, local)
 
     def compile(self, setup) -> Callable:
         raise NotImplementedError
@@ -226,7 +231,7 @@ class SingleNetworkStage(Stage):
 
         jitted = jax.jit(eval_loss, in_shardings=(setup.shardings.params, setup.batch_shardings),
                          out_shardings=replicated(setup.mesh))
-        batches = [self.device_batch(setup, b) for b in data.eval_batches]
+        batches = [self.eval_batch(setup, b) for b in data.eval_batches]
 
         def evaluate(step, state):
             with activation_sharding(setup.mesh, setup.rules):

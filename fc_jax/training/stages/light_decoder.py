@@ -5,7 +5,10 @@ Per clip x [B, F, H, W, 3] (uint8; `fc_jax.data.sources.clip_batches` with `ligh
 and `.crop`): the frozen VAE of `light_decoder_train.teacher` (a VAE parameter folder) encodes the posterior
 mean z (normalised latents, what the DiT makes) and decodes it to the teacher's frames x_vae (one pass each, the
 streaming values); both are computed on the device when a batch arrives (`device_batch`), so the step holds
-only the light decoder. loss = pix(light(z), x_vae) + `real_weight` · pix(light(z), x), with
+only the light decoder. With `light_decoder_train.latent_noise` = s > 0, each training clip's z is perturbed first,
+z + σ·n with σ ~ U(0, s) per clip and n standard normal, and x_vae is the VAE's decode of the perturbed z: the
+light decoder then follows the VAE off the encoder's latents too, where a sampler's latents lie (evaluation
+stays on the clean z). loss = pix(light(z), x_vae) + `real_weight` · pix(light(z), x), with
 pix(a, b) = mean |a − b| + `mse_weight` · mean (a − b)². Evaluation: the loss, and the PSNR of the clipped light
 decode against the teacher's frames (`eval/psnr_vs_full_db`) and the real ones (`eval/psnr_db`) on whole eval
 videos.
@@ -42,12 +45,21 @@ def distill_loss(params, batch, real_weight: float, mse_weight: float) -> jax.Ar
         pred, to_pixels(batch["video"]), mse_weight)
 
 
-def teacher_targets(teacher, video_u8) -> tuple[jax.Array, jax.Array]:
+def teacher_targets(teacher, video_u8, latent_noise: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """Clips uint8 [B, 4k+1, H, W, 3] -> (normalised posterior-mean latents [B, k+1, H/16, W/16, 48], the VAE
-    decoder's frames of them [B, 4k+1, H, W, 3], clipped to [-1, 1])."""
+    decoder's frames of them [B, 4k+1, H, W, 3], clipped to [-1, 1]). `latent_noise` > 0: the latents are
+    perturbed by σ·n, σ ~ U(0, latent_noise) per clip (the key drawn from the clips' pixels, so a resumed run
+    sees the same draws), before they are decoded."""
     mu, _ = vae.posterior_moments(teacher, to_pixels(video_u8), one_pass=True)
+    z = vae.normalize_latents(mu)
+    if latent_noise > 0.0:
+        key = jax.random.fold_in(jax.random.key(0), jnp.sum(video_u8, dtype=jnp.uint32))
+        scale_key, noise_key = jax.random.split(key)
+        sigma = latent_noise * jax.random.uniform(scale_key, (z.shape[0],) + (1,) * (z.ndim - 1), z.dtype)
+        z = z + sigma * jax.random.normal(noise_key, z.shape, z.dtype)
+        mu = vae.denormalize_latents(z)
     frames = jnp.clip(vae.decode_raw(teacher, mu, one_pass=True), -1.0, 1.0)
-    return vae.normalize_latents(mu), frames
+    return z, frames
 
 
 def psnr_db(pred, target) -> jax.Array:
@@ -115,19 +127,28 @@ class LightDecoderStage(SingleNetworkStage):
                                                             setup.host_rows, jax.process_index(), jax.process_count())
         return StageData(iter(train), skipped, eval_batches)
 
-    def _targets(self, setup):
+    def _targets(self, setup, latent_noise: float):
         """The jitted teacher: video [accum, micro, ...] -> (latents, teacher frames), sharded as the batch."""
-        if "targets" not in setup.resources:
-            fn = lambda teacher, video: jax.lax.map(lambda v: teacher_targets(teacher, v), video)
+        name = f"targets@{latent_noise}"
+        if name not in setup.resources:
+            fn = lambda teacher, video: jax.lax.map(lambda v: teacher_targets(teacher, v, latent_noise), video)
             out = (setup.batch_shardings["latents"], setup.batch_shardings["teacher"])
-            setup.resources["targets"] = jax.jit(fn, out_shardings=out)
-        return setup.resources["targets"]
+            setup.resources[name] = jax.jit(fn, out_shardings=out)
+        return setup.resources[name]
 
     def device_batch(self, setup, local: dict) -> dict:
-        """Host pixel clips -> the global batch {video, latents, teacher} (the teacher runs on the devices)."""
+        """Host pixel clips -> the global batch {video, latents, teacher} (the teacher runs on the devices), the
+        latents perturbed by `light_decoder_train.latent_noise`."""
+        return self._batch(setup, local, float(setup.config.light_decoder_train.get("latent_noise", 0.0)))
+
+    def eval_batch(self, setup, local: dict) -> dict:
+        """As `device_batch`, on the clean latents."""
+        return self._batch(setup, local, 0.0)
+
+    def _batch(self, setup, local: dict, latent_noise: float) -> dict:
         batch = super().device_batch(setup, {"video": local["video"]})
         with activation_sharding(setup.mesh, setup.rules):
-            latents, frames = self._targets(setup)(self.teacher(setup), batch["video"])
+            latents, frames = self._targets(setup, latent_noise)(self.teacher(setup), batch["video"])
         return {**batch, "latents": latents, "teacher": frames}
 
     def abstract_batch(self, setup) -> dict:
@@ -154,7 +175,7 @@ class LightDecoderStage(SingleNetworkStage):
 
         jitted = jax.jit(lambda p, b: jax.tree.map(jnp.mean, jax.lax.map(lambda m: scores(p, m), b)),
                          out_shardings=replicated(setup.mesh))
-        batches = [self.device_batch(setup, b) for b in data.eval_batches]
+        batches = [self.eval_batch(setup, b) for b in data.eval_batches]
 
         def psnr(step, state):
             params = state.params if state.ema_params is None else state.ema_params

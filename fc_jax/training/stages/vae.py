@@ -165,7 +165,7 @@ class VAE(SingleNetworkStage):
             return hooks
         jitted = jax.jit(lambda p, b: jax.lax.map(lambda micro: psnr_db(p, micro["video"]), b).mean(),
                          out_shardings=replicated(setup.mesh))
-        batches = [self.device_batch(setup, b) for b in data.eval_batches]
+        batches = [self.eval_batch(setup, b) for b in data.eval_batches]
 
         def psnr(step, state):
             params = state.params if state.ema_params is None else state.ema_params
