@@ -49,7 +49,7 @@ cli.DEFINE_config_file("small_vae_config", "configs/tinyworld_vae.py", "VAE time
 cli.DEFINE_config_file("small_light_config", "configs/tinyworld_light_decoder.py", "light decoder timed without "
                        "--light_decoder", FLAGS, resolve=config_file)
 flags.DEFINE_integer("samples", 8, "held-out tiny-world videos for the PSNRs", flag_values=FLAGS)
-flags.DEFINE_integer("stream_samples", 4, "held-out streams for the metrics with each decoder", flag_values=FLAGS)
+flags.DEFINE_integer("stream_samples", 16, "held-out streams for the metrics with each decoder", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 3, "timed chunks (median)", flag_values=FLAGS)
 
 CHUNK = 3  # latent frames per streamed chunk (12 video frames), as the student's
