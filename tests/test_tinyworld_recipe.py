@@ -121,9 +121,11 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     out = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--what=tables,kv", "--table_samples=1",
                            "--teacher_steps=2", f"--report={report}"], env).stdout.strip().splitlines()[-1])
     t1, sw = out["tables"]["table1"], out["tables"]["switching"]
-    assert sorted(t1["rows"]) == ["base_i2v", "student", "teacher"] and t1["samples"] == 1
+    assert sorted(t1["rows"]) == ["base_i2v", "student", "teacher", "vae_ceiling"] and t1["samples"] == 1
     assert all(row["fps"] > 0 and row["sampler_fps"] > 0 and 0 <= row["garment/hgc"] <= 1
-               for row in t1["rows"].values())
+               for name, row in t1["rows"].items() if name != "vae_ceiling")
+    assert "fps" not in t1["rows"]["vae_ceiling"] and 0 <= sw["one_switch"]["vae_ceiling"]["leakage"] <= 1
+    assert "vae_ceiling" not in sw["three_switches"]
     for case, frames in (("one_switch", 45), ("three_switches", 93)):
         assert sw[case]["frames"] == frames
         assert all(0 <= sw[case][v]["leakage"] <= 1 for v in ("full", "no_refresh", "no_withdraw", "no_disentangle"))

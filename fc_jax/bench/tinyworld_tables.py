@@ -4,12 +4,14 @@ held-out samples (combinations never seen in training), fixed seeds, this CPU, s
 - Table 1 (`table1`): the base model's image-to-video from the reference (no garment condition: the lower
   bound), the in-context teacher (`teacher_steps` UniPC steps, bidirectional, text guidance) and the streaming
   student (4 steps per chunk), each scored by every tiny-world metric (`fc_jax.tinyworld.metrics.evaluate`,
-  averaged over samples) plus frames per second (median seconds per video after the first, which compiles).
+  averaged over samples) plus frames per second (median seconds per video after the first, which compiles);
+  and `vae_ceiling`, the ground truth encoded and decoded by the tiny VAE (what perfect latents would score).
 - Switching (`switching`): the student with the full rescheduling and with each part removed (no refresh /
   no withdraw / no disentangle) and a keep-frames variant, on one switch (45 frames, switch at 21) and on three
   successive switches (93 frames, at 21, 45 and 69; each segment scored as its own switch): latency, leakage,
   the new garment's share of the slot over the chunk after the switch, continuity ratio, the new garment's
-  consistency and identity after the switch.
+  consistency and identity after the switch; on one switch also `vae_ceiling`, the switching ground truth
+  encoded and decoded by the tiny VAE.
 - Tables 2 and 3 need their variants trained (the same steps and data per table): `fc_jax.bench.
   tinyworld_ablations` scores them (`--what=table2,table3`); `missing` says so.
 
@@ -185,8 +187,34 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
         sampling = _timed(latents_only)[1]
         runs["student"].append((*_timed(stream), sampling))
     rows = {name: _row(made, specs, truths) for name, made in runs.items() if made}
+    rows["vae_ceiling"] = vae_ceiling_row(tw.params["vae"], specs, truths)
     return {"rows": rows, "samples": samples, "frames": ONE_SWITCH[0], "teacher_steps": teacher_steps,
             "student_steps": len(student_cfg.sampling.student_timesteps)}
+
+
+def vae_ceiling_row(vae_params, specs, truths) -> dict:
+    """Mean metrics of the ground-truth videos encoded and decoded by the tiny VAE: what a model whose latents
+    were perfect would score, the ceiling every generated row is read against (no frame rate)."""
+    from fc_jax.bench.tinyworld import reconstruct
+    from fc_jax.tinyworld.metrics import evaluate
+
+    return mean_rows([evaluate(reconstruct(vae_params, truth.video), spec, ground_truth=truth)
+                      for spec, truth in zip(specs, truths)])
+
+
+def switch_ceiling(vae_params, cases, chunk_frames: int) -> dict:
+    """The switch metrics of the one-switch ground truth (the render switching garment at the switch frame)
+    encoded and decoded by the tiny VAE: the switch row a model with perfect latents would reach."""
+    from fc_jax.bench.tinyworld import reconstruct
+    from fc_jax.tinyworld.render import render_sample
+
+    rows = []
+    for spec, reference, _, garments, segments in cases:
+        (seg, _, _), = segments
+        truth = render_sample(dataclasses.replace(spec, target=garments[0], switch_frame=seg.switch_frame,
+                                                  switch_garment=garments[1]))
+        rows += _score_switches(reconstruct(vae_params, truth.video), reference, garments, segments, chunk_frames)
+    return mean_rows(rows)
 
 
 def _switch_case(spec, switch_frames):
@@ -208,6 +236,16 @@ def _switch_case(spec, switch_frames):
     return garments, segments
 
 
+def switch_cases(specs, switch_frames) -> list[tuple]:
+    """Per spec (spec, reference image, garment image, [garment per segment], per-segment (spec, start, end))."""
+    from fc_jax.tinyworld.render import render_sample
+
+    specs = list(specs)
+    firsts = [render_sample(dataclasses.replace(spec, num_frames=1)) for spec in specs]  # reference, garment
+    return [(spec, first.reference, first.garment, *_switch_case(spec, switch_frames))
+            for spec, first in zip(specs, firsts)]
+
+
 def _score_switches(video, reference, garments, segments, chunk_frames: int) -> list[dict]:
     from fc_jax.tinyworld import metrics
     from fc_jax.tinyworld.render import render_garment_image
@@ -226,16 +264,13 @@ def _score_switches(video, reference, garments, segments, chunk_frames: int) -> 
 def switching(tw: TinyWorld, samples: int, seed: int) -> dict:
     """The switch table: every variant on one switch and on three successive switches."""
     from fc_jax.sampling.streaming import StreamingSession, SwitchOptions
-    from fc_jax.tinyworld.render import render_garment_image, render_sample
+    from fc_jax.tinyworld.render import render_garment_image
 
     cfg = tw.configs["student"]
     chunk_frames = 4 * cfg.student.chunk_frames
     out = {}
     for case, (frames, switch_frames) in (("one_switch", ONE_SWITCH), ("three_switches", THREE_SWITCHES)):
-        specs = tw.specs(samples, frames)
-        firsts = [render_sample(dataclasses.replace(spec, num_frames=1)) for spec in specs]  # reference, garment
-        cases = [(spec, first.reference, first.garment, *_switch_case(spec, switch_frames))
-                 for spec, first in zip(specs, firsts)]
+        cases = switch_cases(tw.specs(samples, frames), switch_frames)
         out[case] = {"frames": frames, "switch_frames": list(switch_frames), "samples": samples}
         for name, fields in SWITCH_VARIANTS.items():
             session = StreamingSession(cfg, tw.params["student"], tw.params["vae"], tw.context(""), seed=seed,
@@ -248,6 +283,8 @@ def switching(tw: TinyWorld, samples: int, seed: int) -> dict:
                 video = np.concatenate(list(session.stream(frames, images, progress=False)))
                 rows += _score_switches(video, reference, garments, segments, chunk_frames)
             out[case][name] = mean_rows(rows)
+        if len(switch_frames) == 1:
+            out[case]["vae_ceiling"] = switch_ceiling(tw.params["vae"], cases, chunk_frames)
     return out
 
 
@@ -292,14 +329,15 @@ def markdown(result: dict) -> str:
              "## Table 1: base I2V / teacher / student", "", "| row | " + " | ".join(cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for name, row in t1["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in cols) + " |")
     keys = [*SWITCH_KEYS, "garment_after_hgc"]
     for case in ("one_switch", "three_switches"):
         c = sw[case]
         lines += ["", f"## Switching: {case.replace('_', ' ')} (frames {c['frames']}, at {c['switch_frames']})", "",
                   "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for name in SWITCH_VARIANTS:
-            lines.append(f"| {name} | " + " | ".join(f"{c[name][k]:.3f}" for k in keys) + " |")
+        for name in (*SWITCH_VARIANTS, "vae_ceiling"):
+            if name in c:
+                lines.append(f"| {name} | " + " | ".join(f"{c[name][k]:.3f}" for k in keys) + " |")
     lines += ["", "## Goals", "", "```json", __import__("json").dumps(result["goals"], indent=1), "```", "",
               "Not measured: " + "; ".join(result["missing"]), ""]
     return "\n".join(lines)
