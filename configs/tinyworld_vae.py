@@ -40,6 +40,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Learning rate 5e-4 for 2000 steps (run tw5; tw3 shipped 2e-3 for 1400): on the held-out bench 21.0 dB against
     # 19.5, the figure 12.6 against 11.1, the VAE's motion ceiling 0.83 against 0.54 (at 1400 steps 5e-4 was
     # already ahead of 2e-3 at every evaluation).
+    # Tried and not adopted (run tw7, 2026-12-07): one clip per step for 4000 steps (the same compute, 0.56 s a
+    # step) led early (19.8 dB on the eval split after 7.5 min against 18.4) and ended at 21.2 against 20.6, but on
+    # the held-out bench only at 21.13 dB against 21.04 (figure 12.7 against 12.6); widening the low-resolution
+    # stages (dim_mult (1, 2, 8, 8), 3.5x the parameters, 1.4 s a step) was behind after 400 steps (18.1 against
+    # 18.4); recolouring each clip (channels permuted and inverted at random, so the background too shows every
+    # hue) was far behind after 400 steps of one clip (14.0 against 18.9). Both VAEs decode a flat 48 x 80 pink
+    # square (255, 105, 180) on the background as a pale (208, 184, 184) (shipped) / (222, 188, 184) (tw7), and
+    # teal (0, 150, 150) as (45, 104, 161) / (32, 111, 165): saturated garment colours are not learned even on
+    # flat regions, and the training split reconstructs no better (21.8 dB on 6 training videos, both VAEs).
     c.optim.update(dict(lr=5e-4, warmup_steps=50, schedule="cosine", decay_steps=2000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
     c.train.update(dict(steps=2000, global_batch=2, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
