@@ -184,7 +184,8 @@ def model_card(card: dict, size: int) -> str:
         f"{size / 2**20:.1f} MiB in all.",
         f"- VAE (the Wan2.2 VAE architecture, width {v.vae.encoder_dim}, {v.vae.encoder_res_blocks} / "
         f"{v.vae.decoder_res_blocks} residual blocks per encoder / decoder stage; 48-channel latents, 16x spatial, "
-        f"4x temporal): {r.get('vae', {}).get('steps', '?')} steps of {v.train.global_batch} clip{'s' if v.train.global_batch != 1 else ''} "
+        f"4x temporal): {r.get('vae', {}).get('steps', '?')} steps of {v.train.global_batch} "
+        f"clip{'s' if v.train.global_batch != 1 else ''} "
         f"({v.vae_train.clip_frames} frames, {tuple(v.vae_train.crop)} windows), L1 + {v.vae_train.mse_weight} MSE "
         f"{_rare_colour_text(v.vae_train)}+ {v.vae_train.kl_weight} KL, posterior log-variance started at "
         f"{v.vae_train.get('logvar_init', 'the random init')}, Adam, {v.optim.schedule} learning rate from "
