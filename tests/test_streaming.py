@@ -71,6 +71,21 @@ def test_each_committed_chunk_draws_its_own_noise(parts):
     assert not np.allclose(first, second, atol=1e-3)
 
 
+def test_starting_from_encoded_conditions_is_starting_from_the_images(parts):
+    config, dit_params, vae_params, context, pics = parts
+    from_images = _session(parts)
+    s = StreamingSession(config, dit_params, vae_params, context, seed=3)
+    h, w = config.video.height, config.video.width
+    ref = vae.encode_image(vae_params, jnp.asarray(images.reference_image(pics[0], h, w))[None])
+    s.start_from_latents(ref, s.garment_latent(pics[1]))
+    np.testing.assert_allclose(s.next_chunk(), from_images.next_chunk(), atol=1)
+    other = s.garment_latent(pics[2])  # a different garment changes the stream: the latents are used
+    s.start_from_latents(ref, other)
+    assert not np.allclose(s.next_latents(), _session(parts).next_latents(), atol=1e-3)
+    with pytest.raises(ValueError, match=r"garment_latent must be \[1, 1, h, w, C\] = .*found \(1, 2,"):
+        s.start_from_latents(ref, jnp.concatenate([other, other], axis=1))
+
+
 @pytest.mark.parametrize("decoder", ["vae", "light"])
 def test_streamed_frames_equal_decoding_the_committed_latents_whole(parts, decoder):
     light = light_decoder.init_params(LIGHT, jax.random.key(5)) if decoder == "light" else None

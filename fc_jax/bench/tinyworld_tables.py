@@ -175,13 +175,14 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     if "teacher" in tw.params:
         runs["teacher"] = teacher_videos(dit.build_model(tw.configs["teacher"]), tw.params["teacher"], inputs)
     session = StreamingSession(student_cfg, tw.params["student"], tw.params["vae"], inputs.negative, seed=seed)
-    for spec, truth, (_, _, _, context) in zip(specs, truths, inputs.samples):
+    for spec, (_, ref, gar, context) in zip(specs, inputs.samples):
+        # From the encoded conditions the teacher and the base get too (their encoding is timed in no row).
         def stream():
-            session.start(truth.reference, truth.garment, context)
+            session.start_from_latents(ref, gar, context)
             return np.concatenate(list(session.stream(spec.num_frames, progress=False)))
 
         def latents_only():  # the same stream without its decoder
-            session.start(truth.reference, truth.garment, context)
+            session.start_from_latents(ref, gar, context)
             return [session.next_latents() for _ in range(chunk_count(spec.num_frames, session.spec.chunk_frames))]
 
         sampling = _timed(latents_only)[1]

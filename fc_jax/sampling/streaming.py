@@ -130,18 +130,34 @@ class StreamingSession:
         """Prefill the condition block from a person image and a garment image. `context` (optional, the shape
         of the session's, [1, Lt, text_dim]) becomes the session's prompt embedding from this stream on, so one
         session (and its compiled functions) serves many prompts; None keeps the current one."""
-        context = self.context if context is None else jnp.asarray(context)
-        if context.shape != self.context.shape:
-            raise ValueError(f"start(): context must have the session's shape {self.context.shape}; "
-                             f"found {context.shape}")
+        self._check_context(context, "start()")
         ref = self._encode(images.reference_image(reference, self.height, self.width))
-        gar = self.garment_latent(garment)
+        self.start_from_latents(ref, self.garment_latent(garment), context)
+
+    def start_from_latents(self, reference_latent, garment_latent, context=None) -> None:
+        """`start` from condition latents already encoded (e.g. a catalogue's garments, encoded once): the
+        reference's and the garment's [1, 1, h, w, C], as `vae.encode_image` gives them."""
+        context = self._check_context(context, "start_from_latents()")
+        want = (1, 1, self.latent_h, self.latent_w, self.model.cfg.in_channels)
+        for name, latent in (("reference_latent", reference_latent), ("garment_latent", garment_latent)):
+            if tuple(latent.shape) != want:
+                raise ValueError(f"start_from_latents(): {name} must be [1, 1, h, w, C] = {want}; found "
+                                 f"{tuple(latent.shape)}")
+        ref, gar = jnp.asarray(reference_latent), jnp.asarray(garment_latent)
         cache = kv_cache.init_cache(self.model, self.spec, 1, self.latent_h, self.latent_w)
         self._cache = self.ops.prefill(self.dit_params, cache, ref, gar, context)
         self.context = context
         self._decode_state = self._fresh_decode_state()
         self._last_frame, self.chunks_made, self._chunks_denoised, self.frames_made = None, 0, 0, 0
         self.probe_log, self._switched = [], False
+
+    def _check_context(self, context, what: str):
+        """The prompt embedding a start uses: the session's where `context` is None, else `context` (checked)."""
+        context = self.context if context is None else jnp.asarray(context)
+        if context.shape != self.context.shape:
+            raise ValueError(f"{what}: context must have the session's shape {self.context.shape}; "
+                             f"found {context.shape}")
+        return context
 
     def _fresh_decode_state(self):
         if self.decoder == "light":
