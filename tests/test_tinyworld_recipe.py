@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,6 +97,9 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
                            "--stream_samples=1", *smoke], env).stdout.strip().splitlines()[-1])
     assert dec["trained"] and dec["psnr_samples"] == 1 and dec["stream_samples"] == 1
     assert set(dec["stream_metrics_vae"]) == set(dec["stream_metrics_light"]) and dec["stream_metrics_max_rel_diff"] >= 0
+    diffs = {k: abs(dec["stream_metrics_light"][k] - v) for k, v in dec["stream_metrics_vae"].items()}
+    assert dec["stream_metrics_max_abs_diff"] == pytest.approx(max(diffs.values()), abs=2e-4)
+    assert diffs[dec["stream_metrics_max_abs_diff_on"]] == pytest.approx(max(diffs.values()), abs=2e-4)
     assert all(0 < dec[k] < 60 for k in ("psnr_vs_full_db", "psnr_vs_real_db", "full_psnr_vs_real_db"))
     assert 0 < dec["flops_ratio_1280x704"] and dec["light_ms_per_frame"] > 0
     both = subprocess.run([sys.executable, "-m", "fc_jax.bench", "decoder", f"--weights={weights}",
