@@ -33,9 +33,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # garment's share after a switch 0.05 against the VAE's 0.26, 4 streams). On run tw6's student (16 streams)
     # this one and tw5's land equally far from the VAE decoder's metrics (largest gaps: identity 17% and 15%,
     # smoothness 10% and 9%) at 33.8 and 33.6 dB against it on clean latents: the noise neither helps nor hurts.
+    # sampler_share: the part of every batch's clips that take the student's own latents in place of encoded
+    # ones (`sampler_streams` 45-frame streams of it on training conditions, written by the recipe's
+    # sampler_latents step; the last `sampler_eval_streams` of them held out for eval/psnr_vs_full_sampler_db).
     c.light_decoder_train = ml_collections.ConfigDict(dict(
         teacher="", clip_frames=int(c.vae_train.clip_frames), crop=tuple(c.vae_train.crop), real_weight=0.1,
-        mse_weight=1.0, latent_noise=0.5))
+        mse_weight=1.0, latent_noise=0.5, sampler_latents="", sampler_share=0.5, sampler_streams=256,
+        sampler_eval_streams=8))
     # 3000 steps (run tw8, 28 min; tw6 trained 1000, 9 min): 35.0 dB against the VAE decoder (33.8), 21.0 against
     # the real frames (20.9), and on the student's 16 streams the largest metric gap 0.041 on the new garment's
     # share after a switch (tw6's: 0.067 on identity; identity now 0.37 against the VAE decoder's 0.40).
@@ -43,6 +47,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.train.update(dict(steps=3000, global_batch=4))
     if variant == "smoke":
         c.light_decoder.update(dict(width=8, blocks=1, up_widths=(8, 8, 8)))
+        c.light_decoder_train.update(dict(sampler_streams=3, sampler_eval_streams=1))
         c.optim.update(dict(warmup_steps=0, schedule="constant"))
         c.train.update(dict(steps=4, global_batch=4))
     return c

@@ -23,8 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.light_decoder = ml_collections.ConfigDict(dict(width=128, blocks=4, up_widths=(96, 64, 32), dtype="bfloat16"))
     # 17-frame clips (5 latent frames: the first-frame rule and 4 later ones) in 256 x 256 windows of the
     # 1280 x 704 videos; the teacher's frames are the target, the real ones a small pull towards the truth.
+    # sampler_latents: a .npy of the student's own clean latents [N, f, h, w, 48] (f >= 5, 44 x 80 at 720p) of
+    # which `sampler_share` of every batch's clips are drawn (the stage's docstring); none by default.
     c.light_decoder_train = ml_collections.ConfigDict(dict(teacher="", clip_frames=17, crop=(256, 256),
-                                                           real_weight=0.1, mse_weight=1.0))
+                                                           real_weight=0.1, mse_weight=1.0, sampler_latents="",
+                                                           sampler_share=0.0, sampler_eval_streams=0))
     c.optim.update(dict(lr=1e-3, warmup_steps=500, schedule="cosine", decay_steps=20000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
     c.train.update(dict(steps=20000, global_batch=64, ema_decay=0.999, ema_start=0, eval_every=1000,

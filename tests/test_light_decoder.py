@@ -79,6 +79,55 @@ def test_bad_latents_and_states_are_named(params):
         ld.init_params(bad, jax.random.key(0))
 
 
+def test_sampler_latents_replace_the_chosen_clips_and_leave_their_real_term():
+    """`sampler_share` picks evenly spread clips; their windows come from the training pool only (never the
+    held-out streams), are fixed by the batch's pixels, the teacher decodes exactly them, and the loss's real
+    term ignores those clips' videos."""
+    from fc_jax.config import load_config
+    from fc_jax.models import vae
+    from fc_jax.training.stages.light_decoder import (distill_loss, sampler_mask, sampler_windows,
+                                                       teacher_targets)
+
+    np.testing.assert_array_equal(sampler_mask(4, 0.5), [0, 1, 0, 1])
+    np.testing.assert_array_equal(sampler_mask(3, 0.0), [0, 0, 0])
+    np.testing.assert_array_equal(sampler_mask(2, 1.0), [1, 1])
+    with pytest.raises(ValueError, match=r"sampler_share must be in \[0, 1\], got 1.5"):
+        sampler_mask(2, 1.5)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (4, 9, 32, 48, 3), dtype=np.uint8)
+    # stream n of the pool holds the value n everywhere: a window tells which stream it came from
+    pool = np.broadcast_to(np.arange(5, dtype=np.float16)[:, None, None, None, None], (5, 4, 6, 5, 48)).copy()
+    pool[:, 3] = -1.0  # latent frames past the clip's 3 are never taken
+    mask = sampler_mask(4, 0.5)
+    windows = sampler_windows(pool, video, mask, pool=3)
+    assert windows.shape == (4, 3, 2, 3, 48)
+    assert not windows[mask == 0].any() and all(len(np.unique(windows[i])) == 1 for i in (1, 3))
+    assert {float(windows[i, 0, 0, 0, 0]) for i in (1, 3)} <= {0.0, 1.0, 2.0}  # streams 3, 4 are held out
+    np.testing.assert_array_equal(sampler_windows(pool, video, mask, pool=3), windows)
+    drawn = {float(sampler_windows(pool, video + k, mask, pool=3)[1, 0, 0, 0, 0]) for k in range(1, 12)}
+    assert len(drawn) > 1  # other pixels, other draws
+
+    config = load_config("tinyworld_light_decoder:smoke")
+    teacher = vae.init_params(config, jax.random.key(0))
+    windows = rng.normal(size=windows.shape).astype(np.float32)
+    z, frames = teacher_targets(teacher, jnp.asarray(video), 0.0, jnp.asarray(windows), jnp.asarray(mask))
+    clean_z, clean_frames = teacher_targets(teacher, jnp.asarray(video))
+    np.testing.assert_allclose(z[mask == 1], windows[mask == 1], atol=1e-6)
+    np.testing.assert_array_equal(z[mask == 0], clean_z[mask == 0])
+    np.testing.assert_allclose(frames[mask == 1], jnp.clip(vae.decode_raw(
+        teacher, vae.denormalize_latents(jnp.asarray(windows[mask == 1])), one_pass=True), -1, 1), atol=1e-5)
+    np.testing.assert_allclose(frames[mask == 0], clean_frames[mask == 0], atol=1e-5)
+
+    params = ld.init_params(config, jax.random.key(1))
+    batch = {"latents": z, "teacher": frames, "video": jnp.asarray(video), "real": jnp.asarray(1.0 - mask)}
+    loss = distill_loss(params, batch, 0.1, 1.0)
+    other = video.copy()
+    other[mask == 1] = 255 - other[mask == 1]
+    assert float(distill_loss(params, {**batch, "video": jnp.asarray(other)}, 0.1, 1.0)) == pytest.approx(float(loss))
+    other[0] = 255 - other[0]
+    assert float(distill_loss(params, {**batch, "video": jnp.asarray(other)}, 0.1, 1.0)) != pytest.approx(float(loss))
+
+
 def test_stage_distils_through_the_driver(tmp_path):
     """The `light_decoder` stage at smoke size: tiny-world clips, a VAE teacher from a parameter folder, four
     steps through the one driver, its PSNRs against the teacher and the truth evaluated, an exportable decoder;
@@ -105,9 +154,29 @@ def test_stage_distils_through_the_driver(tmp_path):
     evals = [json.loads(line) for line in open(tmp_path / "run" / "eval.jsonl")]
     assert [e["step"] for e in evals] == [0, 2, 4]
     assert all(np.isfinite(e["eval/psnr_vs_full_db"]) and np.isfinite(e["eval/psnr_db"]) for e in evals)
+    assert all("eval/psnr_vs_full_sampler_db" not in e for e in evals)
     params = read_parameters(str(tmp_path / "run" / "checkpoints"), 4, "ema_params")
     frames = ld.decode(params, jnp.zeros((1, 2, 4, 4, 48)))
     assert frames.shape == (1, 5, 64, 64, 3)
+
+    # Half of each batch from a sampler's latents (3 streams, the last held out for its own PSNR).
+    config.light_decoder_train.update(dict(sampler_share=0.5, sampler_eval_streams=1,
+                                           sampler_latents=str(tmp_path / "missing.npy")))
+    with pytest.raises(FileNotFoundError, match="sampler_latents .*missing.npy.*: no such file"):
+        train(config, str(tmp_path / "bad_run"))
+    np.save(tmp_path / "small.npy", np.zeros((3, 3, 1, 1, 48), np.float16))
+    config.light_decoder_train.sampler_latents = str(tmp_path / "small.npy")
+    with pytest.raises(ValueError, match=r"expected \[N, >= 3, >= 2, >= 3, 48\]; found \(3, 3, 1, 1, 48\)"):
+        train(config, str(tmp_path / "bad_run"))
+    sampler = np.random.default_rng(0).normal(size=(3, 3, 4, 4, 48)).astype(np.float16)
+    np.save(tmp_path / "sampler.npy", sampler)
+    config.light_decoder_train.sampler_latents = str(tmp_path / "sampler.npy")
+    summary = train(config, str(tmp_path / "run_sampler"))
+    assert summary["step"] == 4 and np.isfinite(summary["last_metrics"]["loss"])
+    evals = [json.loads(line) for line in open(tmp_path / "run_sampler" / "eval.jsonl")]
+    assert [e["step"] for e in evals] == [0, 2, 4]
+    assert all(np.isfinite(e["eval/psnr_vs_full_sampler_db"]) and np.isfinite(e["eval/psnr_vs_full_db"])
+               for e in evals)
 
 
 def test_latent_noise_perturbs_the_latents_and_the_teacher_decodes_the_perturbed_ones():

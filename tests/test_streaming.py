@@ -102,6 +102,20 @@ def test_streamed_frames_equal_decoding_the_committed_latents_whole(parts, decod
     assert other is None or not np.allclose(whole, other, atol=1e-2)  # the chosen decoder made the frames
 
 
+def test_stream_with_latents_yields_each_chunk_with_the_latents_it_decoded(parts):
+    """`stream(with_latents=True)` (what the light decoder's sampler latents are made with) yields the same frames
+    as a plain stream, each chunk beside the latents that decode to it."""
+    from fc_jax.images import to_uint8
+
+    pairs = list(_session(parts).stream(21, progress=False, with_latents=True))
+    plain = list(_session(parts).stream(21, progress=False))
+    assert [f.shape[0] for f, _ in pairs] == [9, 12] and [z.shape[1] for _, z in pairs] == [3, 3]
+    for (frames, _), expected in zip(pairs, plain):
+        np.testing.assert_array_equal(frames, expected)
+    whole = to_uint8(vae.decode(parts[2], jnp.concatenate([z for _, z in pairs], axis=1))[0])
+    assert np.abs(np.concatenate(plain).astype(int) - np.asarray(whole).astype(int)).max() <= 1
+
+
 def test_decoder_choice_is_checked(parts):
     config, dit_params, vae_params, context, _ = parts
     with pytest.raises(ValueError, match=r"decoder 'taesd': expected one of \('vae', 'light'\)"):

@@ -32,8 +32,8 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     # A relative workdir (orbax reads no checkpoint metadata through a relative path; the export must not care).
     proc = _run(["fc_jax.tinyworld", "recipe", "--workdir=tw", "--variant=smoke"], env, cwd=tmp_path)
     log = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert list(log) == ["data", "vae", "text", "latents", "base", "light_decoder", "sft", "teacher_forcing",
-                         "gr_dmd"]
+    assert list(log) == ["data", "vae", "text", "latents", "base", "sft", "teacher_forcing", "gr_dmd",
+                         "sampler_latents", "light_decoder"]
     assert [log[s]["steps"] for s in ("vae", "base", "light_decoder", "sft", "teacher_forcing", "gr_dmd")] == [
         4, 4, 4, 4, 4, 2]
     assert log["latents"]["skipped"] == 0
@@ -46,10 +46,16 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     assert all(0 < r["eval/psnr_db"] < 60 for r in vae_evals)
     assert [r["step"] for r in _jsonl(work / "vae" / "metrics.jsonl")] == [1, 2, 3, 4]
     assert [r["step"] for r in _jsonl(work / "base" / "eval.jsonl")] == [0, 2, 4]
-    # The light decoder distilled the trained VAE's decoder (its PSNR against it evaluated at steps 0, 2, 4).
+    # The student streamed the sampler latents (3 streams of 9 frames at 64 x 64: 3 latent frames of 4 x 4), and the
+    # light decoder distilled the trained VAE's decoder on clips and on them (its PSNRs against it evaluated at
+    # steps 0, 2, 4, on the held-out sampler stream too).
+    assert log["sampler_latents"]["streams"] == 3
+    sampler = np.load(work / "sampler_latents.npy")
+    assert sampler.shape == (3, 3, 4, 4, 48) and np.isfinite(sampler).all() and sampler.std() > 0.1
     light_evals = _jsonl(work / "light_decoder" / "eval.jsonl")
     assert [r["step"] for r in light_evals] == [0, 2, 4]
-    assert all(0 < r["eval/psnr_vs_full_db"] < 60 for r in light_evals)
+    assert all(0 < r["eval/psnr_vs_full_db"] < 60 and 0 < r["eval/psnr_vs_full_sampler_db"] < 60
+               for r in light_evals)
     # Stage 3 optimised the critic every iteration and the generator at the first, the VQ reward in its loss.
     gr = _jsonl(work / "gr_dmd" / "metrics.jsonl")
     assert [r["step"] for r in gr] == [1, 2] and "generator/loss" in gr[0] and "critic/loss" in gr[1]
@@ -100,6 +106,8 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     diffs = {k: abs(dec["stream_metrics_light"][k] - v) for k, v in dec["stream_metrics_vae"].items()}
     assert dec["stream_metrics_max_abs_diff"] == pytest.approx(max(diffs.values()), abs=2e-4)
     assert diffs[dec["stream_metrics_max_abs_diff_on"]] == pytest.approx(max(diffs.values()), abs=2e-4)
+    same = {k: abs(dec["stream_metrics_light_same_latents"][k] - v) for k, v in dec["stream_metrics_vae"].items()}
+    assert dec["stream_metrics_max_abs_diff_same_latents"] == pytest.approx(max(same.values()), abs=2e-4)
     assert all(0 < dec[k] < 60 for k in ("psnr_vs_full_db", "psnr_vs_real_db", "full_psnr_vs_real_db"))
     assert 0 < dec["flops_ratio_1280x704"] and dec["light_ms_per_frame"] > 0
     both = subprocess.run([sys.executable, "-m", "fc_jax.bench", "decoder", f"--weights={weights}",

@@ -19,7 +19,9 @@ Prints one JSON object:
   at frame 21) of the student's stream decoded by each, `stream_metrics_max_rel_diff` (the largest
   |light - vae| / |vae| over those metrics; the goal: <= 0.02) with the metric it is on, and
   `stream_metrics_max_abs_diff` (the largest |light - vae|; every metric is a score in [0, 1], and a relative
-  gap on one near 0, e.g. an lgc of 0.0002 against 0, says little) with its metric.
+  gap on one near 0, e.g. an lgc of 0.0002 against 0, says little) with its metric. A switch re-encodes the last
+  frame the stream's own decoder made, so the two streams part after it; `stream_metrics_light_same_latents` and
+  the `..._same_latents` gaps are the light decoder's on the VAE stream's latents: the decoder's share alone.
 """
 
 from __future__ import annotations
@@ -155,9 +157,18 @@ STREAM_METRICS = ("id/id", "motion/motion_alignment", "motion/amp_score", "motio
                   "garment/hgc", "garment/lgc", "garment_after/hgc", "garment_after/lgc", "switch/new_share_chunk")
 
 
+def _gaps(light: dict, full: dict) -> tuple[dict, dict]:
+    """({metric: |light - full| / |full|}, {metric: |light - full|})."""
+    diffs = {k: abs(light[k] - full[k]) for k in STREAM_METRICS}
+    return {k: diffs[k] / max(abs(full[k]), 1e-6) for k in STREAM_METRICS}, diffs
+
+
 def stream_metrics(folder: str, samples: int) -> dict:
-    """The tiny-world metrics of the student's streams decoded by the VAE and by the light decoder (same
-    latents: the same seed and inputs), and their largest relative and absolute differences."""
+    """The tiny-world metrics of the student's streams decoded by the VAE and by the light decoder (same seed
+    and inputs; a switch re-encodes the last frame the session's decoder made, so the streams part there), their
+    largest relative and absolute differences, and the light decoder's metrics on the VAE stream's own latents
+    (the decoder's share of the gap alone)."""
+    from fc_jax.images import to_uint8
     from fc_jax.sampling.streaming import StreamingSession
     from fc_jax.text import EmbeddingCache
     from fc_jax.tinyworld import weights
@@ -171,24 +182,30 @@ def stream_metrics(folder: str, samples: int) -> dict:
     student, vae_params, light = (_load_part(p, folder) for p in ("student", "vae", "light_decoder"))
     specs = [with_switch(s, 21) for s in split_specs("heldout", samples, height=v.height, width=v.width,
                                                      num_frames=45)]
-    means = {}
+    rows = {"vae": [], "light": [], "light_same_latents": []}
     for decoder in ("vae", "light"):
         session = StreamingSession(config, student, vae_params, texts([""])[0], decoder=decoder,
                                    light_decoder_params=light if decoder == "light" else None)
-        rows = []
         for spec in specs:
             truth = render_sample(spec)
             session.start(truth.reference, truth.garment, texts([full_caption(spec)])[0])
-            video = np.concatenate(list(session.stream(45, {21: truth.switch_garment}, progress=False)))
-            rows.append(evaluate(video, spec, ground_truth=truth))
-        means[decoder] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in STREAM_METRICS}
-    diffs = {k: abs(means["light"][k] - means["vae"][k]) for k in STREAM_METRICS}
-    gaps = {k: diffs[k] / max(abs(means["vae"][k]), 1e-6) for k in STREAM_METRICS}
-    worst, worst_abs = max(gaps, key=gaps.get), max(diffs, key=diffs.get)
-    return {"stream_metrics_vae": means["vae"], "stream_metrics_light": means["light"],
-            "stream_metrics_max_rel_diff": round(gaps[worst], 4), "stream_metrics_max_rel_diff_on": worst,
-            "stream_metrics_max_abs_diff": round(diffs[worst_abs], 4), "stream_metrics_max_abs_diff_on": worst_abs,
-            "stream_samples": samples}
+            chunks = list(session.stream(45, {21: truth.switch_garment}, progress=False, with_latents=True))
+            rows[decoder].append(evaluate(np.concatenate([f for f, _ in chunks]), spec, ground_truth=truth))
+            if decoder == "vae":
+                same = light_decoder.decode(light, jnp.concatenate([z for _, z in chunks], axis=1))
+                rows["light_same_latents"].append(evaluate(np.asarray(to_uint8(same[0])), spec, ground_truth=truth))
+    means = {name: {k: round(float(np.mean([r[k] for r in rs])), 4) for k in STREAM_METRICS}
+             for name, rs in rows.items()}
+    out = {"stream_metrics_vae": means["vae"], "stream_metrics_light": means["light"],
+           "stream_metrics_light_same_latents": means["light_same_latents"], "stream_samples": samples}
+    for suffix, name in (("", "light"), ("_same_latents", "light_same_latents")):
+        gaps, diffs = _gaps(means[name], means["vae"])
+        worst, worst_abs = max(gaps, key=gaps.get), max(diffs, key=diffs.get)
+        out.update({f"stream_metrics_max_rel_diff{suffix}": round(gaps[worst], 4),
+                    f"stream_metrics_max_rel_diff{suffix}_on": worst,
+                    f"stream_metrics_max_abs_diff{suffix}": round(diffs[worst_abs], 4),
+                    f"stream_metrics_max_abs_diff{suffix}_on": worst_abs})
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

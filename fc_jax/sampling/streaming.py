@@ -203,13 +203,16 @@ class StreamingSession:
         self._chunks_denoised += 1
         return x0
 
-    def next_chunk(self) -> np.ndarray:
-        """Generate, commit and decode the next chunk: uint8 frames [n, H, W, 3] (n = 9 first, then 12)."""
-        frames = self.decode_next(self.next_latents())
+    def next_chunk(self, with_latents: bool = False):
+        """Generate, commit and decode the next chunk: uint8 frames [n, H, W, 3] (n = 9 first, then 12), and with
+        `with_latents` also its clean latents [1, chunk_frames, h, w, 48] (what the decoder got)."""
+        latents = self.next_latents()
+        frames = self.decode_next(latents)
         self._last_frame = frames[:, -1]
         self.chunks_made += 1
         self.frames_made += frames.shape[1]
-        return np.asarray(images.to_uint8_on_device(frames[0]))
+        pixels = np.asarray(images.to_uint8_on_device(frames[0]))
+        return (pixels, latents) if with_latents else pixels
 
     # -- interaction ------------------------------------------------------------------------------------------
     def apply_edit(self, edit, **kwargs) -> None:
@@ -249,10 +252,10 @@ class StreamingSession:
         self._switched = True
 
     def stream(self, num_frames: int, switches: Mapping[int, object] | None = None,
-               progress: bool = True, edit=None) -> Iterator[np.ndarray]:
+               progress: bool = True, edit=None, with_latents: bool = False) -> Iterator:
         """Yield uint8 frame chunks until `num_frames` frames are made, switching garments at the given frames
         (each applied before the first chunk starting at or after its frame; by `edit` if given, see
-        `switch_garment`). Call `start` first."""
+        `switch_garment`); with `with_latents`, (frames, latents) pairs as `next_chunk`. Call `start` first."""
         self._require_started("stream()")
         chunks = chunk_count(num_frames, self.spec.chunk_frames)
         plan = switch_chunks(switches or {}, num_frames, self.spec.chunk_frames)
@@ -264,11 +267,11 @@ class StreamingSession:
                 self.switch_garment(plan[c], edit=edit)
                 if progress:
                     print(f"switched garment before frame {self.frames_made}", file=sys.stderr)
-            frames = self.next_chunk()
+            out = self.next_chunk(with_latents)
             if progress:
                 elapsed = time.perf_counter() - start
                 rate = self.frames_made / elapsed
                 eta = (num_frames - self.frames_made) / max(rate, 1e-9)
                 print(f"chunk {c + 1}/{chunks}: {self.frames_made}/{num_frames} frames, "
                       f"{rate:.2f} frames/s, eta {eta:.0f}s", file=sys.stderr)
-            yield frames
+            yield out

@@ -121,7 +121,12 @@ def carry_over(workdir: str, folder: str, parts) -> dict:
 def _latent_noise(train) -> str:
     """The model card's words for a light decoder's latent-noise augmentation (none: "")."""
     noise = float(train.get("latent_noise", 0.0))
-    return f"; its latents perturbed by sigma ~ U(0, {noise}) of noise, decoded so by the VAE" if noise else ""
+    text = f"; its latents perturbed by sigma ~ U(0, {noise}) of noise, decoded so by the VAE" if noise else ""
+    share = float(train.get("sampler_share", 0.0))
+    if share:
+        text += (f"; {share:.0%} of the clips with the student's own latents ({train.sampler_streams} streams on "
+                 "training conditions, the recipe's sampler_latents step) in place of encoded ones")
+    return text
 
 
 def _curve_and_evaluations(workdir: str, part: str, out_png: str) -> list[dict]:

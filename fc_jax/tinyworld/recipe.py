@@ -1,6 +1,6 @@
 """The tiny world's recipe: every model of the tiny world, trained in order on this machine, resumable.
 
-    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld [--steps=data,vae,text,latents,base,light_decoder]
+    python -m fc_jax.tinyworld recipe --workdir=runs/tinyworld [--steps=data,vae,text,latents,base,...]
 
 Steps, each skipped when its output is complete (a stopped run resumes where it stopped):
 0. `data`: the tiny-world triplets (`FashionTriplets`) at WORKDIR/data: `data.tinyworld_examples` train records
@@ -16,16 +16,19 @@ Steps, each skipped when its output is complete (a stopped run resumes where it 
    by chunks) into a `FashionLatents` data set at WORKDIR/latents (train and eval splits).
 4. `base`: the `base` stage (`tinyworld_base` config) on those latents in WORKDIR/base, its EMA parameters
    exported to WORKDIR/base_params.
-5. `light_decoder`: the `light_decoder` stage (`tinyworld_light_decoder` config) distilling WORKDIR/vae_params's
-   decoder on WORKDIR/data's clips in WORKDIR/light_decoder, its EMA parameters exported to
-   WORKDIR/light_decoder_params.
 The method (issue "the method on the tiny world"), each stage from the one before, EMA parameters exported:
-6. `sft`: stage 1, the in-context teacher (`tinyworld_sft`) from WORKDIR/base_params -> WORKDIR/sft_params.
-7. `teacher_forcing`: stage 2 (`tinyworld_teacher_forcing`) from WORKDIR/sft_params ->
+5. `sft`: stage 1, the in-context teacher (`tinyworld_sft`) from WORKDIR/base_params -> WORKDIR/sft_params.
+6. `teacher_forcing`: stage 2 (`tinyworld_teacher_forcing`) from WORKDIR/sft_params ->
    WORKDIR/teacher_forcing_params.
-8. `gr_dmd`: stage 3 (`tinyworld_gr_dmd`: generator from stage 2, critic and real score from stage 1, the tiny
+7. `gr_dmd`: stage 3 (`tinyworld_gr_dmd`: generator from stage 2, critic and real score from stage 1, the tiny
    VQ score of WORKDIR/vae_params's frames, its palette saved as WORKDIR/vq_palette.npz, as the reward) ->
    WORKDIR/student_params (the generator's EMA).
+The light decoder (issue "a light streaming decoder"):
+8. `sampler_latents`: `light_decoder_train.sampler_streams` streams of that student on training conditions
+   (`fc_jax.tinyworld.sampler_latents`) -> WORKDIR/sampler_latents.npy, the latents it will decode.
+9. `light_decoder`: the `light_decoder` stage (`tinyworld_light_decoder` config) distilling WORKDIR/vae_params's
+   decoder on WORKDIR/data's clips, part of them with those sampler latents, in WORKDIR/light_decoder, its EMA
+   parameters exported to WORKDIR/light_decoder_params.
 Each step's wall time is added to WORKDIR/recipe.json (for the model card). A step whose model was carried over
 from an earlier run's weights folder (`--carry=vae,light_decoder --carry_from=DIR`, `fc_jax.tinyworld.card.carry_over`)
 is skipped: its entry there is the earlier run's, marked `carried_from`.
@@ -42,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STEPS = ("data", "vae", "text", "latents", "base", "light_decoder", "sft", "teacher_forcing", "gr_dmd")
+STEPS = ("data", "vae", "text", "latents", "base", "sft", "teacher_forcing", "gr_dmd", "sampler_latents",
+         "light_decoder")
 LATENT_SPLITS = ("train", "eval")  # the bench renders the held-out split itself
 TEXT_SEED = 0  # the tiny umT5's random initialisation (frozen: never trained)
 
@@ -71,12 +75,15 @@ def base_config(workdir: str, variant: str = ""):
 
 
 def light_decoder_config(workdir: str, variant: str = ""):
-    """The recipe's `light_decoder` stage config: WORKDIR/data's clips, WORKDIR/vae_params as the teacher."""
+    """The recipe's `light_decoder` stage config: WORKDIR/data's clips, WORKDIR/vae_params as the teacher, and
+    WORKDIR/sampler_latents.npy as the sampler's latents where the config draws some."""
     from fc_jax.config import load_config
 
     config = load_config(config_name("light_decoder", variant))
     config.data.data_dir = os.path.join(workdir, "data")
     config.light_decoder_train.teacher = os.path.abspath(paths(workdir)["vae_params"])
+    if float(config.light_decoder_train.get("sampler_share", 0.0)) > 0:
+        config.light_decoder_train.sampler_latents = os.path.abspath(paths(workdir)["sampler_latents"])
     return config
 
 
@@ -111,7 +118,7 @@ def paths(workdir: str) -> dict[str, str]:
             "sft_run": j("sft"), "sft_params": j("sft_params"),
             "teacher_forcing_run": j("teacher_forcing"), "teacher_forcing_params": j("teacher_forcing_params"),
             "gr_dmd_run": j("gr_dmd"), "student_params": j("student_params"), "vq_palette": j("vq_palette.npz"),
-            "log": j("recipe.json")}
+            "sampler_latents": j("sampler_latents.npy"), "log": j("recipe.json")}
 
 
 def read_log(workdir: str) -> dict:
@@ -230,6 +237,25 @@ def step_light_decoder(workdir: str, variant: str) -> dict:
             "last_metrics": summary["last_metrics"]}
 
 
+def step_sampler_latents(workdir: str, variant: str) -> dict:
+    from fc_jax.convert.common import load_params
+    from fc_jax.sampling.streaming import StreamingSession
+    from fc_jax.text import EmbeddingCache, TextEncoder, load_tokenizer
+    from fc_jax.tinyworld import sampler_latents
+
+    p = paths(workdir)
+    count = int(light_decoder_config(workdir, variant).light_decoder_train.sampler_streams)
+    if os.path.isfile(p["sampler_latents"]) and np.load(p["sampler_latents"], mmap_mode="r").shape[0] == count:
+        return {"streams": count}
+    config = method_config("gr_dmd", workdir, variant)
+    load = lambda key: jax.tree.map(jnp.asarray, load_params(os.path.abspath(p[key])))
+    text = TextEncoder(config.umt5, load("umt5"), load_tokenizer(p["tokenizer"], config.umt5.text_len), 1)
+    texts = EmbeddingCache(config.umt5.text_len, text)
+    session = StreamingSession(config, load("student_params"), load("vae_params"), texts([""])[0])
+    sampler_latents.write(p["sampler_latents"], session, texts, count, num_frames=int(config.video.num_frames))
+    return {"streams": count}
+
+
 def _method_step(stage: str, params_key: str):
     def step(workdir: str, variant: str) -> dict:
         p = paths(workdir)
@@ -245,9 +271,10 @@ def _method_step(stage: str, params_key: str):
 
 
 RUNNERS = {"data": step_data, "vae": step_vae, "text": step_text, "latents": step_latents, "base": step_base,
-           "light_decoder": step_light_decoder, "sft": _method_step("sft", "sft_params"),
+           "sft": _method_step("sft", "sft_params"),
            "teacher_forcing": _method_step("teacher_forcing", "teacher_forcing_params"),
-           "gr_dmd": _method_step("gr_dmd", "student_params")}
+           "gr_dmd": _method_step("gr_dmd", "student_params"), "sampler_latents": step_sampler_latents,
+           "light_decoder": step_light_decoder}
 
 
 def run_recipe(workdir: str, steps=STEPS, variant: str = "") -> dict:
