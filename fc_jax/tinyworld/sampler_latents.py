@@ -22,13 +22,15 @@ SWITCH_FRAMES = (21, 33)  # chunk starts of a 45-frame stream (chunks of 9, 12, 
 
 def stream_specs(count: int, *, height: int, width: int, num_frames: int, switch_share: float = 0.5,
                  start_seed: int = 0):
-    """The first `count` training-split specs, every stream whose index i has floor((i+1)·share) > floor(i·share)
-    switching garments at one of `SWITCH_FRAMES` (by its seed)."""
+    """The first `count` training-split specs, `switch_share` of them (evenly spread, as the stage's
+    `sampler_mask` spreads its clips) switching garments at one of `SWITCH_FRAMES` (by its seed)."""
     from fc_jax.tinyworld.spec import split_specs, with_switch
+    from fc_jax.training.stages.light_decoder import sampler_mask
 
+    switching = sampler_mask(count, switch_share)
     for i, spec in enumerate(split_specs("train", count, start_seed=start_seed, height=height, width=width,
                                          num_frames=num_frames)):
-        if int((i + 1) * switch_share) > int(i * switch_share):
+        if switching[i]:
             frames = [f for f in SWITCH_FRAMES if f < num_frames]
             spec = with_switch(spec, frames[spec.seed % len(frames)]) if frames else spec
         yield spec
