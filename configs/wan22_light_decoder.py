@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     # which `sampler_share` of every batch's clips are drawn (the stage's docstring); none by default.
     c.light_decoder_train = ml_collections.ConfigDict(dict(teacher="", clip_frames=17, crop=(256, 256),
                                                            real_weight=0.1, mse_weight=1.0, sampler_latents="",
-                                                           sampler_share=0.0, sampler_eval_streams=0))
+                                                           sampler_share=0.0, sampler_eval_streams=0,
+                                                           rare_colour_weight=0.0, rare_colour_share=0.05))
     c.optim.update(dict(lr=1e-3, warmup_steps=500, schedule="cosine", decay_steps=20000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
     c.train.update(dict(steps=20000, global_batch=64, ema_decay=0.999, ema_start=0, eval_every=1000,

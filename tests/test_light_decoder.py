@@ -128,6 +128,40 @@ def test_sampler_latents_replace_the_chosen_clips_and_leave_their_real_term():
     assert float(distill_loss(params, {**batch, "video": jnp.asarray(other)}, 0.1, 1.0)) != pytest.approx(float(loss))
 
 
+def test_rare_colour_weights_tilt_the_loss_towards_the_teachers_rare_colours():
+    """With `rare_colour_weight` the distillation loss weighs the pixels whose colour is rare in the teacher's
+    frames: an error on a small red square costs 11 / mean(w) times the plain mean's, an error of the same size on
+    the grey background 1 / mean(w) times; at weight 0 the loss is the plain mean."""
+    from fc_jax.config import load_config
+    from fc_jax.training.stages.light_decoder import distill_loss, pixel_loss, teacher_colour_weights
+
+    teacher = np.full((1, 5, 16, 16, 3), -0.2, np.float32)  # grey
+    teacher[:, :, 2:5, 2:5] = (0.9, -0.9, -0.9)  # a red square: 9 of 256 pixels
+    weights = np.asarray(teacher_colour_weights(jnp.asarray(teacher), 10.0, 0.05))
+    assert weights.shape == (1, 5, 16, 16)
+    assert (weights[:, :, 2:5, 2:5] == 11.0).all() and (weights.sum() - 11.0 * 45) == 1.0 * (5 * 256 - 45)
+    assert teacher_colour_weights(jnp.asarray(teacher), 0.0, 0.05) is None
+    on_square, on_grey = teacher.copy(), teacher.copy()
+    on_square[:, :, 2:5, 2:5] += 0.3
+    on_grey[:, :, 10:13, 10:13] += 0.3
+    loss = lambda pred, w: float(pixel_loss(jnp.asarray(pred), jnp.asarray(teacher), 1.0, w)[0])
+    w = jnp.asarray(weights)
+    mean_weight = (45 * 11.0 + (5 * 256 - 45)) / (5 * 256)  # the weighted mean divides by it
+    assert loss(on_square, w) == pytest.approx(loss(on_square, None) * 11.0 / mean_weight, rel=1e-5)
+    assert loss(on_grey, w) == pytest.approx(loss(on_grey, None) / mean_weight, rel=1e-5)
+    assert loss(on_square, None) == pytest.approx(loss(on_grey, None))
+
+    params = ld.init_params(load_config("tinyworld_light_decoder:smoke"), jax.random.key(1))
+    rng = np.random.default_rng(0)
+    batch = {"latents": jnp.asarray(rng.normal(size=(2, 3, 2, 3, 48)), jnp.float32),
+             "teacher": jnp.asarray(np.pad(teacher[:, :, :, :, :], ((1, 0), (2, 2), (8, 8), (16, 16), (0, 0)),
+                                           constant_values=-0.2)),
+             "video": jnp.asarray(rng.integers(0, 256, (2, 9, 32, 48, 3)), jnp.uint8), "real": jnp.ones(2)}
+    plain = float(distill_loss(params, batch, 0.1, 1.0))
+    assert float(distill_loss(params, batch, 0.1, 1.0, 0.0, 0.05)) == plain
+    assert float(distill_loss(params, batch, 0.1, 1.0, 10.0, 0.05)) != pytest.approx(plain)
+
+
 def test_stage_distils_through_the_driver(tmp_path):
     """The `light_decoder` stage at smoke size: tiny-world clips, a VAE teacher from a parameter folder, four
     steps through the one driver, its PSNRs against the teacher and the truth evaluated, an exportable decoder;

@@ -51,10 +51,10 @@ def test_sampler_equals_diffusers_unipc_driving_the_same_model(setup):
     )
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
     sched.set_timesteps(steps)
-    x = torch.from_numpy(np.asarray(d["noise"]))
+    x = torch.from_numpy(np.array(d["noise"]))
     flow = jax.jit(lambda x, t: guided_flow(model, params, d["reference"], d["garment"], x, t,
                                             d["context"], d["negative_context"], g))
     for t in sched.timesteps:
         v = flow(jnp.asarray(x.numpy()), float(t))
-        x = sched.step(torch.from_numpy(np.asarray(v)), t, x).prev_sample
+        x = sched.step(torch.from_numpy(np.array(v)), t, x).prev_sample
     np.testing.assert_allclose(np.asarray(ours), x.numpy(), atol=2e-4, rtol=1e-4)

@@ -133,7 +133,8 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     out = json.loads(_run(["fc_jax.bench", "tinyworld", f"--weights={weights}", "--what=tables,kv", "--table_samples=1",
                            "--teacher_steps=2", f"--report={report}"], env).stdout.strip().splitlines()[-1])
     t1, sw = out["tables"]["table1"], out["tables"]["switching"]
-    assert sorted(t1["rows"]) == ["base_i2v", "student", "teacher", "vae_ceiling"] and t1["samples"] == 1
+    assert sorted(t1["rows"]) == ["base_i2v", "student", "student_light_decoder", "teacher", "vae_ceiling"]
+    assert t1["samples"] == 1
     assert all(row["fps"] > 0 and row["sampler_fps"] > 0 and 0 <= row["garment/hgc"] <= 1
                for name, row in t1["rows"].items() if name != "vae_ceiling")
     assert "fps" not in t1["rows"]["vae_ceiling"] and 0 <= sw["one_switch"]["vae_ceiling"]["leakage"] <= 1
@@ -142,7 +143,7 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
         assert sw[case]["frames"] == frames
         assert all(0 <= sw[case][v]["leakage"] <= 1 for v in ("full", "no_refresh", "no_withdraw", "no_disentangle"))
     for key in ("student_over_teacher_garment", "student_over_teacher_fps", "student_over_teacher_sampler_fps",
-                "switch_new_garment_within_chunk", "switch_leakage", "switch_continuity_ratio"):
+                "student_light_decoder_over_teacher_fps", "switch_new_garment_within_chunk", "switch_leakage", "switch_continuity_ratio"):
         assert out[key] == out["tables"]["goals"][key] and np.isfinite(out[key])
     assert out["switch_leakage"] == sw["one_switch"]["full"]["leakage"]
     assert "## Table 1" in report.read_text() and "| no_withdraw |" in report.read_text()

@@ -3,9 +3,10 @@ held-out samples (combinations never seen in training), fixed seeds, this CPU, s
 
 - Table 1 (`table1`): the base model's image-to-video from the reference (no garment condition: the lower
   bound), the in-context teacher (`teacher_steps` UniPC steps, bidirectional, text guidance) and the streaming
-  student (4 steps per chunk), each scored by every tiny-world metric (`fc_jax.tinyworld.metrics.evaluate`,
-  averaged over samples) plus frames per second (median seconds per video after the first, which compiles);
-  and `vae_ceiling`, the ground truth encoded and decoded by the tiny VAE (what perfect latents would score).
+  student (4 steps per chunk; with weights that hold a light decoder also `student_light_decoder`, the same
+  streams decoded by it, the real-time path), each scored by every tiny-world metric (`fc_jax.tinyworld.
+  metrics.evaluate`, averaged over samples) plus frames per second (median seconds per video after the first,
+  which compiles); and `vae_ceiling`, the ground truth encoded and decoded by the tiny VAE (what perfect latents would score).
 - Switching (`switching`): the student with the full rescheduling and with each part removed (no refresh /
   no withdraw / no disentangle) and a keep-frames variant, on one switch (45 frames, switch at 21) and on three
   successive switches (93 frames, at 21, 45 and 69; each segment scored as its own switch): latency, leakage,
@@ -15,7 +16,8 @@ held-out samples (combinations never seen in training), fixed seeds, this CPU, s
 - Tables 2 and 3 need their variants trained (the same steps and data per table): `fc_jax.bench.
   tinyworld_ablations` scores them (`--what=table2,table3`); `missing` says so.
 
-`goals(...)`: the issue's goal figures, each a measured number.
+`goals(...)`: the issue's goal figures, each a measured number (`student_light_decoder_over_teacher_fps` beside
+`student_over_teacher_fps`: the student as it streams in real time, against the teacher with the VAE decoder).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class TinyWorld:
 
         configs = weights.configs(folder)
         params = {p: jax.tree.map(jnp.asarray, weights.load_part(p, folder))
-                  for p in ("vae", "base", "teacher", "student") if p in configs}
+                  for p in ("vae", "base", "teacher", "student", "light_decoder") if p in configs}
         student = configs["student"]
         return cls(folder, configs, params, EmbeddingCache(student.umt5.text_len, weights.text_encoder(student,
                                                                                                       folder)))
@@ -86,6 +88,23 @@ def _sample_then_decode(sample, decode) -> tuple:
     latents, sampling = _timed(sample)
     video, decoding = _timed(lambda: decode(latents))
     return video, sampling + decoding, sampling
+
+
+def _timed_stream(session, frames: int, reference, garment, context) -> tuple:
+    """(uint8 video, seconds end to end, seconds of the sampler alone) of one student stream of `frames` from the
+    encoded conditions (the teacher and the base get them too; their encoding is timed in no row)."""
+    from fc_jax.sampling.frames import chunk_count
+
+    def stream():
+        session.start_from_latents(reference, garment, context)
+        return np.concatenate(list(session.stream(frames, progress=False)))
+
+    def latents_only():  # the same stream without its decoder
+        session.start_from_latents(reference, garment, context)
+        return [session.next_latents() for _ in range(chunk_count(frames, session.spec.chunk_frames))]
+
+    sampling = _timed(latents_only)[1]
+    return (*_timed(stream), sampling)
 
 
 def _steady(seconds: list[float]) -> float:
@@ -158,7 +177,6 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
     """Base I2V from the reference, teacher and student on `samples` held-out 45-frame specs."""
     from fc_jax.models import dit
     from fc_jax.sampling.base import sample_ti2v
-    from fc_jax.sampling.frames import chunk_count
     from fc_jax.sampling.streaming import StreamingSession
     from fc_jax.tinyworld.render import render_sample
 
@@ -174,19 +192,15 @@ def table1(tw: TinyWorld, samples: int, seed: int, teacher_steps: int) -> dict:
             for noise, ref, _, context in inputs.samples]
     if "teacher" in tw.params:
         runs["teacher"] = teacher_videos(dit.build_model(tw.configs["teacher"]), tw.params["teacher"], inputs)
-    session = StreamingSession(student_cfg, tw.params["student"], tw.params["vae"], inputs.negative, seed=seed)
-    for spec, (_, ref, gar, context) in zip(specs, inputs.samples):
-        # From the encoded conditions the teacher and the base get too (their encoding is timed in no row).
-        def stream():
-            session.start_from_latents(ref, gar, context)
-            return np.concatenate(list(session.stream(spec.num_frames, progress=False)))
-
-        def latents_only():  # the same stream without its decoder
-            session.start_from_latents(ref, gar, context)
-            return [session.next_latents() for _ in range(chunk_count(spec.num_frames, session.spec.chunk_frames))]
-
-        sampling = _timed(latents_only)[1]
-        runs["student"].append((*_timed(stream), sampling))
+    decoders = {"student": {}}
+    if "light_decoder" in tw.params:  # the real-time path: the same stream through the light decoder
+        runs["student_light_decoder"] = []
+        decoders["student_light_decoder"] = dict(decoder="light", light_decoder_params=tw.params["light_decoder"])
+    for name, decoder in decoders.items():
+        session = StreamingSession(student_cfg, tw.params["student"], tw.params["vae"], inputs.negative, seed=seed,
+                                   **decoder)
+        for spec, (_, ref, gar, context) in zip(specs, inputs.samples):
+            runs[name].append(_timed_stream(session, spec.num_frames, ref, gar, context))
     rows = {name: _row(made, specs, truths) for name, made in runs.items() if made}
     rows["vae_ceiling"] = vae_ceiling_row(tw.params["vae"], specs, truths)
     return {"rows": rows, "samples": samples, "frames": ONE_SWITCH[0], "teacher_steps": teacher_steps,
@@ -293,13 +307,15 @@ def goals(t1: dict, sw: dict) -> dict:
     """The issue's goal figures from the measured tables (None where a row is missing)."""
     rows = t1["rows"]
     full = sw["one_switch"]["full"]
-    teacher, student = rows.get("teacher"), rows["student"]
+    teacher, student, light = rows.get("teacher"), rows["student"], rows.get("student_light_decoder")
     garment = lambda r: (r["garment/hgc"] + r["garment/lgc"]) / 2
     return {
         "student_over_teacher_garment": round(garment(student) / max(garment(teacher), 1e-9), 4) if teacher else None,
         "student_over_teacher_fps": round(student["fps"] / teacher["fps"], 2) if teacher else None,
         "student_over_teacher_sampler_fps": (round(student["sampler_fps"] / teacher["sampler_fps"], 2)
                                              if teacher else None),
+        "student_light_decoder_over_teacher_fps": (round(light["fps"] / teacher["fps"], 2)
+                                                   if teacher and light else None),
         "switch_new_garment_within_chunk": full["new_share_chunk"],
         "switch_leakage": full["leakage"],
         "switch_continuity_ratio": full["continuity_ratio"],

@@ -118,14 +118,19 @@ def carry_over(workdir: str, folder: str, parts) -> dict:
     return entries
 
 
-def _latent_noise(train) -> str:
-    """The model card's words for a light decoder's latent-noise augmentation (none: "")."""
+def _light_decoder_extras(train) -> str:
+    """The model card's words for a light decoder's training extras: latent noise, sampler latents, rare-colour
+    weights ("" for none)."""
     noise = float(train.get("latent_noise", 0.0))
     text = f"; its latents perturbed by sigma ~ U(0, {noise}) of noise, decoded so by the VAE" if noise else ""
     share = float(train.get("sampler_share", 0.0))
     if share:
         text += (f"; {share:.0%} of the clips with the student's own latents ({train.sampler_streams} streams on "
                  "training conditions, the recipe's sampler_latents step) in place of encoded ones")
+    weight = float(train.get("rare_colour_weight", 0.0))
+    if weight:
+        text += (f"; pixels of colours under {train.rare_colour_share:.0%} of the teacher's clip weighted "
+                 f"{1 + weight:g}x")
     return text
 
 
@@ -210,7 +215,7 @@ def model_card(card: dict, size: int) -> str:
             f"memory blocks, upsampling widths {tuple(d.light_decoder.up_widths)}): "
             f"{r.get('light_decoder', {}).get('steps', '?')} steps of {d.train.global_batch} clips distilled from "
             f"the VAE decoder (+ {d.light_decoder_train.real_weight} x the real frames"
-            f"{_latent_noise(d.light_decoder_train)}), {d.optim.schedule} "
+            f"{_light_decoder_extras(d.light_decoder_train)}), {d.optim.schedule} "
             f"learning rate from {d.optim.lr}; EMA {d.train.ema_decay} shipped.")
     if "teacher" in card["configs"]:
         t = load_config(card["configs"]["teacher"])

@@ -16,10 +16,12 @@ first N − `sampler_eval_streams` streams (its first latent frames, a random cr
 draws fixed by the batch's pixels, so a resumed run makes the same ones); the teacher decodes those, and such
 a clip has no real frames (its real term is 0). loss = mean_i pix(light(z_i), x_vae,i) + `real_weight` ·
 Σ_i r_i pix(light(z_i), x_i) / Σ_i r_i (r_i = 1 for clips of real video), with pix(a, b) = mean |a − b| +
-`mse_weight` · mean (a − b)². Evaluation: the loss, and the PSNR of the clipped light decode against the
-teacher's frames (`eval/psnr_vs_full_db`) and the real ones (`eval/psnr_db`) on whole eval videos; with sampler
-latents also against the teacher on the file's last `sampler_eval_streams` whole streams
-(`eval/psnr_vs_full_sampler_db`).
+`mse_weight` · mean (a − b)²; with `rare_colour_weight` = c > 0 both means weigh each pixel by 1 + c where its
+colour is rare in the teacher's frames of its clip (under `rare_colour_share` of them; `teacher_colour_weights`),
+as the VAE stage can: a small figure's colours are not drowned by the background's. Evaluation: the loss, and
+the PSNR of the clipped light decode against the teacher's frames (`eval/psnr_vs_full_db`) and the real ones
+(`eval/psnr_db`) on whole eval videos; with sampler latents also against the teacher on the file's last
+`sampler_eval_streams` whole streams (`eval/psnr_vs_full_sampler_db`).
 """
 
 from __future__ import annotations
@@ -36,27 +38,44 @@ from fc_jax.models import light_decoder, vae
 from fc_jax.training.optim import make_optimizer
 from fc_jax.training.sharding import activation_sharding, global_batch, replicated
 from fc_jax.training.stage import SingleNetworkStage, StageData
-from fc_jax.training.stages.vae import open_triplet_data, to_pixels
+from fc_jax.training.stages.vae import open_triplet_data, rare_colour_weights, to_pixels
 from fc_jax.training.state import fresh_state
 
 LATENT_AXES = (None, "batch", "frames", None, None, "channels")
 
 
-def pixel_loss(pred, target, mse_weight: float) -> jax.Array:
-    """Per clip [B]: mean |pred − target| + mse_weight · mean (pred − target)² over each clip's values."""
+def pixel_loss(pred, target, mse_weight: float, weights=None) -> jax.Array:
+    """Per clip [B]: mean |pred − target| + mse_weight · mean (pred − target)² over each clip's values; with
+    `weights` [B, F, H, W] the weighted mean over each clip's pixels."""
     error = pred - target
+    per_value = jnp.abs(error) + mse_weight * jnp.square(error)
     axes = tuple(range(1, error.ndim))
-    return jnp.mean(jnp.abs(error), axes) + mse_weight * jnp.mean(jnp.square(error), axes)
+    if weights is None:
+        return jnp.mean(per_value, axes)
+    weights = weights[..., None]
+    return jnp.mean(weights * per_value, axes) / jnp.mean(weights, axes)
 
 
-def distill_loss(params, batch, real_weight: float, mse_weight: float) -> jax.Array:
+def teacher_colour_weights(teacher_frames, weight: float, share: float):
+    """Per-pixel weights [B, F, H, W] (`stages.vae.rare_colour_weights`, no gradient) of the teacher's frames in
+    [-1, 1]: 1 + `weight` where the pixel's colour is rare in its clip, else 1; None when `weight` is 0."""
+    if not weight:
+        return None
+    u8 = jnp.clip(jnp.round((jax.lax.stop_gradient(teacher_frames) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    return rare_colour_weights(u8, weight, share)
+
+
+def distill_loss(params, batch, real_weight: float, mse_weight: float, rare_colour_weight: float = 0.0,
+                 rare_colour_share: float = 0.05) -> jax.Array:
     """The loss of one micro-batch {latents [B, f, h, w, 48], teacher [B, F, H, W, 3] in [-1, 1], video uint8,
-    real [B] (1 where the clip's latents came from its video, 0 for a sampler's)}."""
+    real [B] (1 where the clip's latents came from its video, 0 for a sampler's)}; with `rare_colour_weight`
+    both terms weigh the pixels whose colour is rare in the teacher's frames (`teacher_colour_weights`)."""
     pred = light_decoder.decode_raw(params, batch["latents"])
+    weights = teacher_colour_weights(batch["teacher"], rare_colour_weight, rare_colour_share)
     real = batch["real"]
-    real_term = jnp.sum(real * pixel_loss(pred, to_pixels(batch["video"]), mse_weight)) / jnp.maximum(
+    real_term = jnp.sum(real * pixel_loss(pred, to_pixels(batch["video"]), mse_weight, weights)) / jnp.maximum(
         jnp.sum(real), 1.0)
-    return jnp.mean(pixel_loss(pred, batch["teacher"], mse_weight)) + real_weight * real_term
+    return jnp.mean(pixel_loss(pred, batch["teacher"], mse_weight, weights)) + real_weight * real_term
 
 
 def teacher_targets(teacher, video_u8, latent_noise: float = 0.0, sampler=None,
@@ -141,7 +160,8 @@ class LightDecoderStage(SingleNetworkStage):
 
     def loss(self, model, config, params, batch, key) -> jax.Array:
         t = config.light_decoder_train
-        return distill_loss(params, batch, float(t.real_weight), float(t.mse_weight))
+        return distill_loss(params, batch, float(t.real_weight), float(t.mse_weight),
+                            float(t.get("rare_colour_weight", 0.0)), float(t.get("rare_colour_share", 0.05)))
 
     def teacher(self, setup):
         """The frozen VAE (loaded once per setup, replicated on the mesh)."""
