@@ -66,6 +66,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # 27.8): the trained VAE sits 4.4 dB below a closed-form linear code, so it is its training that falls short.
     # Pulling the encoder's mean towards that code (+ mean squared distance to the whitened PCA code, weight 1) made
     # it worse: 15.9 dB after 400 one-clip steps against 17.2 without.
+    # To adopt with the retrained cascade (run tw13, 2026-12-07): 21-frame clips (6 latent frames; evaluation still
+    # on whole 45-frame videos) for 5000 steps (decay_steps 5000), 0.58 s a step, 42 min against this recipe's 39:
+    # on the bench's 16 held-out videos 22.1 dB (figure 14.2, background 27.0) against 21.0 (12.6, 27.8), and far
+    # higher ceilings through it (8 held-out samples, the tables' vae_ceiling rows): garment colour 0.39 against
+    # 0.02, hgc 0.49 (0.13), lgc 0.26 (0.003), identity 0.69 (0.41), motion direction 1.0 (0.75), and on one switch
+    # the new garment's share 0.35 (0.19), leakage 0.036 (0.084), the jump 1.2x the typical step (8.6x). After 300 s
+    # of one-clip steps: 20.1 dB against 17.2 for 45-frame clips. The shipped weights still use this config's
+    # 45-frame VAE: a new VAE needs every later stage retrained on its latents (the recipe's remaining ~95 min).
     c.optim.update(dict(lr=5e-4, warmup_steps=50, schedule="cosine", decay_steps=2000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
     c.train.update(dict(steps=2000, global_batch=2, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
