@@ -154,7 +154,7 @@ def test_rare_colour_weights_tilt_the_loss_towards_the_teachers_rare_colours():
     params = ld.init_params(load_config("tinyworld_light_decoder:smoke"), jax.random.key(1))
     rng = np.random.default_rng(0)
     batch = {"latents": jnp.asarray(rng.normal(size=(2, 3, 2, 3, 48)), jnp.float32),
-             "teacher": jnp.asarray(np.pad(teacher[:, :, :, :, :], ((1, 0), (2, 2), (8, 8), (16, 16), (0, 0)),
+             "teacher": jnp.asarray(np.pad(teacher, ((1, 0), (2, 2), (8, 8), (16, 16), (0, 0)),
                                            constant_values=-0.2)),
              "video": jnp.asarray(rng.integers(0, 256, (2, 9, 32, 48, 3)), jnp.uint8), "real": jnp.ones(2)}
     plain = float(distill_loss(params, batch, 0.1, 1.0))

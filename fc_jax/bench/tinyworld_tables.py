@@ -6,7 +6,8 @@ held-out samples (combinations never seen in training), fixed seeds, this CPU, s
   student (4 steps per chunk; with weights that hold a light decoder also `student_light_decoder`, the same
   streams decoded by it, the real-time path), each scored by every tiny-world metric (`fc_jax.tinyworld.
   metrics.evaluate`, averaged over samples) plus frames per second (median seconds per video after the first,
-  which compiles); and `vae_ceiling`, the ground truth encoded and decoded by the tiny VAE (what perfect latents would score).
+  which compiles); and `vae_ceiling`, the ground truth encoded and decoded by the tiny VAE (what perfect latents
+  would score).
 - Switching (`switching`): the student with the full rescheduling and with each part removed (no refresh /
   no withdraw / no disentangle) and a keep-frames variant, on one switch (45 frames, switch at 21) and on three
   successive switches (93 frames, at 21, 45 and 69; each segment scored as its own switch): latency, leakage,

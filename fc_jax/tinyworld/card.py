@@ -27,13 +27,13 @@ SOURCES = {"vae": "vae_params", "base": "base_params", "light_decoder": "light_d
 HALF = ("base", "teacher", "student")
 
 
-def _rare_colour_text(vae_train) -> str:
-    """How the VAE's reconstruction loss weighs rare colours, for the card ("" when it does not)."""
-    weight = float(vae_train.get("rare_colour_weight", 0.0))
+def _rare_colour_text(train, frames: str = "their clip") -> str:
+    """The card's words for a loss that weighs rare colours (`train.rare_colour_weight` / `_share`; "" without):
+    pixels of colours under the share of `frames` weighted 1 + weight."""
+    weight = float(train.get("rare_colour_weight", 0.0))
     if not weight:
         return ""
-    return (f"(pixels of colours under {vae_train.rare_colour_share:.0%} of their clip weighted "
-            f"{1 + weight:g}x) ")
+    return f"pixels of colours under {train.rare_colour_share:.0%} of {frames} weighted {1 + weight:g}x"
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -127,11 +127,8 @@ def _light_decoder_extras(train) -> str:
     if share:
         text += (f"; {share:.0%} of the clips with the student's own latents ({train.sampler_streams} streams on "
                  "training conditions, the recipe's sampler_latents step) in place of encoded ones")
-    weight = float(train.get("rare_colour_weight", 0.0))
-    if weight:
-        text += (f"; pixels of colours under {train.rare_colour_share:.0%} of the teacher's clip weighted "
-                 f"{1 + weight:g}x")
-    return text
+    rare = _rare_colour_text(train, "the teacher's clip")
+    return text + (f"; {rare}" if rare else "")
 
 
 def _curve_and_evaluations(workdir: str, part: str, out_png: str) -> list[dict]:
@@ -184,6 +181,7 @@ def model_card(card: dict, size: int) -> str:
     r, m = card["recipe"], card["metrics"]
     v, b = load_config(card["configs"]["vae"]), load_config(card["configs"]["base"])
     wall = {step: r[step].get("wall_s") for step in recipe.STEPS if step in r}
+    rare = _rare_colour_text(v.vae_train)
     lines = [
         "# The tiny world's models", "",
         f"Trained on this project's 2-core CPU by `python -m fc_jax.tinyworld recipe` (configs "
@@ -197,7 +195,7 @@ def model_card(card: dict, size: int) -> str:
         f"4x temporal): {r.get('vae', {}).get('steps', '?')} steps of {v.train.global_batch} "
         f"clip{'s' if v.train.global_batch != 1 else ''} "
         f"({v.vae_train.clip_frames} frames, {tuple(v.vae_train.crop)} windows), L1 + {v.vae_train.mse_weight} MSE "
-        f"{_rare_colour_text(v.vae_train)}+ {v.vae_train.kl_weight} KL, posterior log-variance started at "
+        f"{f'({rare}) ' if rare else ''}+ {v.vae_train.kl_weight} KL, posterior log-variance started at "
         f"{v.vae_train.get('logvar_init', 'the random init')}, Adam, {v.optim.schedule} learning rate from "
         f"{v.optim.lr}; EMA "
         f"{v.train.ema_decay} shipped.",
