@@ -23,19 +23,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.stage = "vae"
     c.video.update(dict(height=160, width=128, num_frames=45, fps=24))
     # Width 16 with one residual block per stage (Wan's: 160 / 256 wide, 2 / 3 blocks): 2.4 M parameters, a
-    # 1.5 s gradient step on 2 clips of 45 x 64 x 64 on the 2-core CPU.
+    # 0.58 s gradient step on 2 clips of 21 x 64 x 64 on the 2-core CPU (1.2 s on 45-frame ones).
     c.vae.update(dict(encoder_dim=16, decoder_dim=16, encoder_res_blocks=1, decoder_res_blocks=1,
                       param_dtype="float32", dtype="float32"))
-    # Whole 45-frame clips (12 latent frames: the encoder and decoder reach back further than any short clip, and
-    # with 9-frame clips every chunk after the third drifted, 19.3 -> 16 dB) in random 64 x 64 windows (the VAE is
-    # convolutional; evaluation runs whole 160 x 128 videos), L1 + MSE, and a KL weight small enough to keep the
-    # latents informative (Wan's VAE uses 3e-6 beside its GAN and LPIPS terms); the posterior starts at
-    # log σ² = -10 (from the random init's 0, run tw3 ended at σ ≈ 0.25 of mu's spread; 400 steps: 18.1 dB against
-    # 17.5 dB at the random init's log σ²). Weighting rare colours did not help the figure over the whole run
-    # (`rare_colour_weight`, off here: run tw4 weighed pixels of colours under 5% of their clip 11x, 79% of the
-    # figure's pixels and 4% of the background's; after the same 1400 steps the figure was 11.9 dB against tw3's
-    # 11.8 and the frame 19.4 dB against 20.5, on 4 held-out videos), so the shipped VAE trains without it.
-    c.vae_train = ml_collections.ConfigDict(dict(clip_frames=45, crop=(64, 64), kl_weight=1e-6, mse_weight=1.0,
+    # 21-frame clips (6 latent frames; evaluation runs whole 45-frame videos) in random 64 x 64 windows (the VAE is
+    # convolutional; evaluation runs whole 160 x 128 frames), L1 + MSE, and a KL weight small enough to keep the latents
+    # informative (Wan's VAE uses 3e-6 beside its GAN and LPIPS terms); the posterior starts at log σ² = -10 (from the
+    # random init's 0, run tw3 ended at σ ≈ 0.25 of mu's spread; 400 steps: 18.1 dB against 17.5 dB at the random init's
+    # log σ²). With 9-frame clips every chunk after the third drifted (19.3 -> 16 dB), so runs tw3..tw12 trained on
+    # whole 45-frame clips; 21-frame ones score higher on whole 45-frame held-out videos at half the time per step (run
+    # tw13 below). Weighting rare colours did not help the figure over the whole run (`rare_colour_weight`, off here:
+    # run tw4 weighed pixels of colours under 5% of their clip 11x, 79% of the figure's pixels and 4% of the
+    # background's; after the same 1400 steps the figure was 11.9 dB against tw3's 11.8 and the frame 19.4 dB against
+    # 20.5, on 4 held-out videos), so the shipped VAE trains without it.
+    c.vae_train = ml_collections.ConfigDict(dict(clip_frames=21, crop=(64, 64), kl_weight=1e-6, mse_weight=1.0,
                                                  logvar_init=-10.0, rare_colour_weight=0.0, rare_colour_share=0.05))
     # Learning rate 5e-4 for 2000 steps (run tw5; tw3 shipped 2e-3 for 1400): on the held-out bench 21.0 dB against
     # 19.5, the figure 12.6 against 11.1, the VAE's motion ceiling 0.83 against 0.54 (at 1400 steps 5e-4 was
@@ -66,17 +67,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # 27.8): the trained VAE sits 4.4 dB below a closed-form linear code, so it is its training that falls short.
     # Pulling the encoder's mean towards that code (+ mean squared distance to the whitened PCA code, weight 1) made
     # it worse: 15.9 dB after 400 one-clip steps against 17.2 without.
-    # To adopt with the retrained cascade (run tw13, 2026-12-07): 21-frame clips (6 latent frames; evaluation still
-    # on whole 45-frame videos) for 5000 steps (decay_steps 5000), 0.58 s a step, 42 min against this recipe's 39:
-    # on the bench's 16 held-out videos 22.1 dB (figure 14.2, background 27.0) against 21.0 (12.6, 27.8), and far
-    # higher ceilings through it (8 held-out samples, the tables' vae_ceiling rows): garment colour 0.39 against
-    # 0.02, hgc 0.49 (0.13), lgc 0.26 (0.003), identity 0.69 (0.41), motion direction 1.0 (0.75), and on one switch
-    # the new garment's share 0.35 (0.19), leakage 0.036 (0.084), the jump 1.2x the typical step (8.6x). After 300 s
-    # of one-clip steps: 20.1 dB against 17.2 for 45-frame clips. The shipped weights still use this config's
-    # 45-frame VAE: a new VAE needs every later stage retrained on its latents (the recipe's remaining ~95 min).
-    c.optim.update(dict(lr=5e-4, warmup_steps=50, schedule="cosine", decay_steps=2000, decay_factor=0.05,
+    # Shipped since run tw13 (2026-12-07): 21-frame clips for 5000 steps (decay_steps 5000; 0.58 s a step, 51 min
+    # with its evaluations against the 45-frame recipe's 39 min for 2000): on the bench's 16 held-out videos
+    # 22.1 dB (figure 14.2, background 27.0) against 21.0 (12.6, 27.8), and far higher ceilings through it (8
+    # held-out samples, the tables' vae_ceiling rows): garment colour 0.39 against 0.02, hgc 0.49 (0.13), lgc 0.26
+    # (0.003), identity 0.69 (0.41), motion direction 1.0 (0.75), and on one switch the new garment's share 0.35
+    # (0.19), leakage 0.036 (0.084), the jump 1.2x the typical step (8.6x). After 300 s of one-clip steps: 20.1 dB
+    # against 17.2 for 45-frame clips.
+    c.optim.update(dict(lr=5e-4, warmup_steps=50, schedule="cosine", decay_steps=5000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
-    c.train.update(dict(steps=2000, global_batch=2, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
+    c.train.update(dict(steps=5000, global_batch=2, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
                         eval_every=200, eval_batches=2))
     c.checkpoint.update(dict(every=100, keep_last=2, keep_every=600))
     c.data.update(dict(synthetic=False, eval_split="eval", num_threads=1, prefetch=2))
