@@ -71,8 +71,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # with its evaluations against the 45-frame recipe's 39 min for 2000): on the bench's 16 held-out videos
     # 22.1 dB (figure 14.2, background 27.0) against 21.0 (12.6, 27.8), and far higher ceilings through it (8
     # held-out samples, the tables' vae_ceiling rows): garment colour 0.39 against 0.02, hgc 0.49 (0.13), lgc 0.26
-    # (0.003), identity 0.69 (0.41), motion direction 1.0 (0.75), and on one switch the new garment's share 0.35
-    # (0.19), leakage 0.036 (0.084), the jump 1.2x the typical step (8.6x). After 300 s of one-clip steps: 20.1 dB
+    # (0.003), identity 0.69 (0.41), motion direction 1.0 (0.75), and on one switch the new garment's share 0.57
+    # (0.35), leakage 0.036 (0.084), the jump 1.2x the typical step (8.6x). After 300 s of one-clip steps: 20.1 dB
     # against 17.2 for 45-frame clips.
     c.optim.update(dict(lr=5e-4, warmup_steps=50, schedule="cosine", decay_steps=5000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
