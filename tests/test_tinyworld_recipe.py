@@ -59,6 +59,12 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
     # Stage 3 optimised the critic every iteration and the generator at the first, the VQ reward in its loss.
     gr = _jsonl(work / "gr_dmd" / "metrics.jsonl")
     assert [r["step"] for r in gr] == [1, 2] and "generator/loss" in gr[0] and "critic/loss" in gr[1]
+    # ... and its EMA student was scored by the tiny world's metrics on eval-split streams at steps 0 and 2.
+    student_evals = _jsonl(work / "gr_dmd" / "eval.jsonl")
+    assert [r["step"] for r in student_evals] == [0, 2]
+    for r in student_evals:
+        assert 0 <= r["eval/garment"] <= 1 and 0 <= r["eval/id"] <= 1 and 0 <= r["eval/vq"] <= 1
+        assert r["eval/garment"] == pytest.approx((r["eval/garment_hgc"] + r["eval/garment_lgc"]) / 2)
     assert sorted(np.load(work / "vq_palette.npz").files) == ["points", "segments", "sigma"]
     for params in ("vae_params", "base_params", "text/umt5", "light_decoder_params", "sft_params",
                    "teacher_forcing_params", "student_params"):

@@ -308,8 +308,9 @@ def goals(t1: dict, sw: dict) -> dict:
     """The issue's goal figures from the measured tables (None where a row is missing)."""
     rows = t1["rows"]
     full = sw["one_switch"]["full"]
+    from fc_jax.tinyworld.metrics import garment_consistency as garment
+
     teacher, student, light = rows.get("teacher"), rows["student"], rows.get("student_light_decoder")
-    garment = lambda r: (r["garment/hgc"] + r["garment/lgc"]) / 2
     return {
         "student_over_teacher_garment": round(garment(student) / max(garment(teacher), 1e-9), 4) if teacher else None,
         "student_over_teacher_fps": round(student["fps"] / teacher["fps"], 2) if teacher else None,

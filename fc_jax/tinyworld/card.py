@@ -20,7 +20,7 @@ from fc_jax.tinyworld import recipe, weights
 # part -> (the recipe step that trained it, its training curve, its evaluation curve).
 CURVES = {"vae": ("vae", "loss", "eval/psnr_db"), "base": ("base", "loss", "eval/loss"),
           "light_decoder": ("light_decoder", "loss", "eval/psnr_vs_full_db"),
-          "teacher": ("sft", "loss", "eval/loss"), "student": ("gr_dmd", "critic/loss", "generator/loss")}
+          "teacher": ("sft", "loss", "eval/loss"), "student": ("gr_dmd", "critic/loss", "eval/garment")}
 # part -> its parameters in the recipe's workdir (`recipe.paths` keys); the DiTs are written in half precision.
 SOURCES = {"vae": "vae_params", "base": "base_params", "light_decoder": "light_decoder_params",
            "teacher": "sft_params", "student": "student_params"}

@@ -640,6 +640,12 @@ def garment_metrics(video, garment_image, spec: Spec, labels=None) -> dict:
 # NTP.
 
 
+def garment_consistency(scores: dict) -> float:
+    """The one garment figure of a scored video (or a mean of scores): (high level + low level) / 2 of its
+    `garment/hgc` and `garment/lgc` (the tables' `student_over_teacher_garment` divides two of these)."""
+    return (float(scores["garment/hgc"]) + float(scores["garment/lgc"])) / 2
+
+
 def ntp_metrics(video, reference, spec: Spec, labels=None) -> dict:
     """Non-target preservation: what is not the target garment stays as in the reference. In [0, 1], ideal 1.
 

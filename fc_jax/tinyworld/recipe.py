@@ -22,7 +22,9 @@ The method (issue "the method on the tiny world"), each stage from the one befor
    WORKDIR/teacher_forcing_params.
 7. `gr_dmd`: stage 3 (`tinyworld_gr_dmd`: generator from stage 2, critic and real score from stage 1, the tiny
    VQ score of WORKDIR/vae_params's frames, its palette saved as WORKDIR/vq_palette.npz, as the reward) ->
-   WORKDIR/student_params (the generator's EMA).
+   WORKDIR/student_params (the generator's EMA). Every `train.eval_every` iterations the EMA student streams
+   `STUDENT_EVAL_STREAMS` eval-split specs, scored by the tiny world's metrics (WORKDIR/gr_dmd/eval.jsonl:
+   `eval/garment`, `eval/id`, ...; `fc_jax.tinyworld.student_eval`), the card's metric per checkpoint.
 The light decoder (issue "a light streaming decoder"):
 8. `sampler_latents`: `light_decoder_train.sampler_streams` streams of that student on training conditions
    (`fc_jax.tinyworld.sampler_latents`) -> WORKDIR/sampler_latents.npy, the latents it will decode.
@@ -49,6 +51,7 @@ STEPS = ("data", "vae", "text", "latents", "base", "sft", "teacher_forcing", "gr
          "light_decoder")
 LATENT_SPLITS = ("train", "eval")  # the bench renders the held-out split itself
 TEXT_SEED = 0  # the tiny umT5's random initialisation (frozen: never trained)
+STUDENT_EVAL_STREAMS = {"full": 8, "smoke": 1}  # eval-split streams per evaluation of the gr_dmd student
 
 
 def config_name(stage: str, variant: str = "") -> str:
@@ -143,11 +146,11 @@ def _record(workdir: str, step: str, seconds: float, **extra) -> None:
     write_log_entry(workdir, step, entry)
 
 
-def train_and_export(config, run_dir: str, params_dir: str) -> dict:
+def train_and_export(config, run_dir: str, params_dir: str, hooks=()) -> dict:
     from fc_jax.training.driver import train
     from fc_jax.training.export import export_parameters
 
-    summary = train(config, run_dir)
+    summary = train(config, run_dir, hooks)
     if summary["preempted"]:
         raise SystemExit(f"stopped at step {summary['step']}; run the recipe again to resume")
     if not os.path.exists(params_dir):
@@ -237,10 +240,23 @@ def step_light_decoder(workdir: str, variant: str) -> dict:
             "last_metrics": summary["last_metrics"]}
 
 
-def step_sampler_latents(workdir: str, variant: str) -> dict:
+def _load(workdir: str, key: str) -> dict:
+    """The parameters at `paths(workdir)[key]`, as jax arrays."""
     from fc_jax.convert.common import load_params
-    from fc_jax.sampling.streaming import StreamingSession
+
+    return jax.tree.map(jnp.asarray, load_params(os.path.abspath(paths(workdir)[key])))
+
+
+def _texts(workdir: str, config):
+    """An `EmbeddingCache` of WORKDIR's tokenizer and frozen tiny umT5 (`config.umt5`)."""
     from fc_jax.text import EmbeddingCache, TextEncoder, load_tokenizer
+
+    tokenizer = load_tokenizer(paths(workdir)["tokenizer"], config.umt5.text_len)
+    return EmbeddingCache(config.umt5.text_len, TextEncoder(config.umt5, _load(workdir, "umt5"), tokenizer, 1))
+
+
+def step_sampler_latents(workdir: str, variant: str) -> dict:
+    from fc_jax.sampling.streaming import StreamingSession
     from fc_jax.tinyworld import sampler_latents
 
     p = paths(workdir)
@@ -248,22 +264,33 @@ def step_sampler_latents(workdir: str, variant: str) -> dict:
     if os.path.isfile(p["sampler_latents"]) and np.load(p["sampler_latents"], mmap_mode="r").shape[0] == count:
         return {"streams": count}
     config = method_config("gr_dmd", workdir, variant)
-    load = lambda key: jax.tree.map(jnp.asarray, load_params(os.path.abspath(p[key])))
-    text = TextEncoder(config.umt5, load("umt5"), load_tokenizer(p["tokenizer"], config.umt5.text_len), 1)
-    texts = EmbeddingCache(config.umt5.text_len, text)
-    session = StreamingSession(config, load("student_params"), load("vae_params"), texts([""])[0])
+    texts = _texts(workdir, config)
+    session = StreamingSession(config, _load(workdir, "student_params"), _load(workdir, "vae_params"),
+                               texts([""])[0])
     sampler_latents.write(p["sampler_latents"], session, texts, count, num_frames=int(config.video.num_frames))
     return {"streams": count}
+
+
+def student_eval_hook(workdir: str, config, variant: str):
+    """The `gr_dmd` stage's evaluation: its EMA student's streams of `STUDENT_EVAL_STREAMS` eval-split specs scored
+    by the tiny world's metrics (`fc_jax.tinyworld.student_eval`), with WORKDIR's VAE and text encoder."""
+    from fc_jax.tinyworld.student_eval import gr_dmd_hook
+
+    return gr_dmd_hook(config, _load(workdir, "vae_params"), _texts(workdir, config),
+                       STUDENT_EVAL_STREAMS[variant or "full"])
 
 
 def _method_step(stage: str, params_key: str):
     def step(workdir: str, variant: str) -> dict:
         p = paths(workdir)
-        if stage == "gr_dmd" and not os.path.exists(p["vq_palette"]):  # the reward's parameters
-            from fc_jax.tinyworld.metrics import vq_palette_params
+        config, hooks = method_config(stage, workdir, variant), ()
+        if stage == "gr_dmd":
+            if not os.path.exists(p["vq_palette"]):  # the reward's parameters
+                from fc_jax.tinyworld.metrics import vq_palette_params
 
-            np.savez(p["vq_palette"], **vq_palette_params())
-        summary = train_and_export(method_config(stage, workdir, variant), p[f"{stage}_run"], p[params_key])
+                np.savez(p["vq_palette"], **vq_palette_params())
+            hooks = (student_eval_hook(workdir, config, variant),)
+        summary = train_and_export(config, p[f"{stage}_run"], p[params_key], hooks)
         return {"config": config_name(stage, variant), "steps": summary["step"],
                 "last_metrics": summary["last_metrics"]}
 
