@@ -306,10 +306,10 @@ def switching(tw: TinyWorld, samples: int, seed: int) -> dict:
 
 def goals(t1: dict, sw: dict) -> dict:
     """The issue's goal figures from the measured tables (None where a row is missing)."""
-    rows = t1["rows"]
-    full = sw["one_switch"]["full"]
     from fc_jax.tinyworld.metrics import garment_consistency as garment
 
+    rows = t1["rows"]
+    full = sw["one_switch"]["full"]
     teacher, student, light = rows.get("teacher"), rows["student"], rows.get("student_light_decoder")
     return {
         "student_over_teacher_garment": round(garment(student) / max(garment(teacher), 1e-9), 4) if teacher else None,
