@@ -121,9 +121,12 @@ def test_gr_dmd_iteration_sharded_equals_single_device_and_resumes_exactly(env, 
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     single, sharded = r["single"], r["sharded"]
     assert single["finite"] and sharded["finite"]
-    for name in ("generator/loss", "generator/grad_norm", "critic/loss", "critic/grad_norm"):
+    for name in ("generator/loss", "generator/grad_norm", "critic/loss", "critic/grad_norm", "generator/reward",
+                 "generator/weight_max_over_min"):
         np.testing.assert_allclose(sharded[name], single[name], rtol=1e-4, err_msg=name)
     assert single["generator/loss"] > 0 and single["critic/grad_norm"] > 0
+    # The reward's frame weights are logged, and the random rollout's frames differ in brightness: not uniform.
+    assert single["generator/weight_max_over_min"] > 1.0 + 1e-6, single
     for part, diff in r["rel_param_diff"].items():
         assert diff <= 1e-5, (part, r)
     # Both networks really moved (the generator step and the critic step both ran), on all 8 devices.

@@ -136,11 +136,13 @@ def goals(t2: dict | None, t3: dict | None) -> dict:
                 "holds": r["in_context_full"]["eval_loss"] < r["channel_concat_full"]["eval_loss"]}
     if t3:
         r = t3["rows"]
-        if "gr_dmd_tau_0.2" in r and "naive_dmd" in r:
-            g, n = r["gr_dmd_tau_0.2"], r["naive_dmd"]
-            out["gr_dmd_over_naive_late"] = {"late_vq": [g["late_vq"], n["late_vq"]],
-                                             "late_amp": [g["late_amp"], n["late_amp"]],
-                                             "holds": g["late_vq"] >= n["late_vq"] and g["late_amp"] >= n["late_amp"]}
+        n = r.get("naive_dmd")
+        taus = sorted(k for k in r if k.startswith("gr_dmd_tau_")) if n else []
+        for name in taus:
+            g = r[name]  # gr_dmd_over_naive_late is the paper's tau 0.2; every other tau gets its own key
+            key = "gr_dmd_over_naive_late" if name == "gr_dmd_tau_0.2" else f"{name}_over_naive_late"
+            out[key] = {"late_vq": [g["late_vq"], n["late_vq"]], "late_amp": [g["late_amp"], n["late_amp"]],
+                        "holds": g["late_vq"] >= n["late_vq"] and g["late_amp"] >= n["late_amp"]}
     return out
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from fc_jax import flow, kv_cache
-from fc_jax.losses import dmd_loss, gr_dmd_loss
+from fc_jax.losses import dmd_loss, gr_dmd_loss, reward_weights
 from fc_jax.models import dit
 from fc_jax.training.rollout import self_forcing_rollout
 from fc_jax.training.sharding import Rules, replicated, tree_shardings
@@ -164,7 +164,9 @@ class Distiller:
         return x
 
     def generator_loss(self, generator, critic, real, reward_params, batch, key, exit_step):
-        """(mean (GR-)DMD loss, aux {dmd_gap}) of one rollout batch; `reward_params` those of `self.reward`."""
+        """(mean (GR-)DMD loss, aux) of one rollout batch; `reward_params` those of `self.reward`. aux: dmd_gap,
+        and with a reward its mean and `weight_max_over_min` (the batch's mean ratio of the largest frame weight to
+        the smallest: 1 is plain DMD)."""
         key_roll, key_t, key_noise = jax.random.split(key, 3)
         x = self.rollout(generator, batch, key_roll, exit_step)
         b = x.shape[0]
@@ -175,13 +177,18 @@ class Distiller:
         real_uncond = _x0(self.model, real, batch, noisy, t, sigma, batch["negative_context"])
         real_x0 = real_cond + self.guidance * (real_cond - real_uncond)
         fake_x0 = _x0(self.model, jax.lax.stop_gradient(critic), batch, noisy, t, sigma, batch["context"])
+        aux = {"dmd_gap": jnp.abs(real_x0 - fake_x0).mean()}
         if self.reward is None:
             losses = dmd_loss(x, real_x0, fake_x0)
         else:
+            chunk_frames = int(self.config.student.chunk_frames)
             rewards = jax.lax.stop_gradient(self.reward.fn(reward_params, jax.lax.stop_gradient(x)))
             losses = gr_dmd_loss(x, real_x0, fake_x0, rewards, temperature=self.temperature,
-                                 chunk_frames=int(self.config.student.chunk_frames))
-        return losses.mean(), {"dmd_gap": jnp.abs(real_x0 - fake_x0).mean()}
+                                 chunk_frames=chunk_frames)
+            w = reward_weights(rewards, x.shape[1], chunk_frames, self.temperature)
+            # How far the reweighting is from plain DMD: 1 when every frame weighs the same.
+            aux.update(reward=rewards.mean(), weight_max_over_min=(w.max(axis=1) / w.min(axis=1)).mean())
+        return losses.mean(), aux
 
     def critic_loss(self, critic, generator, batch, key, exit_step):
         """Flow MSE of the critic on a no-grad rollout at a fresh shifted t (conditions at t = 0)."""
@@ -208,7 +215,7 @@ class Distiller:
             ema = update_ema(state.ema, params, state.step, self.ema_decay, self.ema_start)
             new = state.replace(generator=params, generator_opt=opt, ema=ema)
             return _guarded(new, state, loss, grad_norm, {"generator/loss": loss, "generator/grad_norm": grad_norm,
-                                                          "generator/dmd_gap": aux["dmd_gap"]})
+                                                          **{f"generator/{k}": v for k, v in aux.items()}})
 
         return step
 
