@@ -4,9 +4,10 @@ two streams at most, spoken to with aiohttp's WebSocket client (`fc_jax.serve.cl
 What a stream shows is checked on the pixels against a solo run of the same person, garment and prompt (the
 streams are deterministic: same seed, same inputs, same frames): a concurrent stream gives exactly the solo
 frames (independent), another garment gives other frames, and after a switch the frames leave the solo run's at
-exactly the chunk the server says shows the new garment. (The shipped tiny-world student does not paint the
-garment's colour yet, its card's garment/colour is 0, so the palette measure `gallery.garment_colour` cannot
-name the garment; the counterfactual comparison tells the garments apart whatever the model draws.)
+exactly the chunk the server says shows the new garment. (The shipped tiny-world student paints the
+garment's colour on few of its pixels, its card's garment/colour is 0.14, so the palette measure
+`gallery.garment_colour` cannot reliably name the garment; the counterfactual comparison tells the garments apart
+whatever the model draws.)
 """
 
 import asyncio

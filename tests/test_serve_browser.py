@@ -5,7 +5,7 @@ message with the stream alive.
 
 The canvas's pixels are read through JS and compared with a solo stream of the same person, garment and prompt
 fetched over the WebSocket first (streams are deterministic): the same frames before the switch, others after
-(the shipped student does not paint garment colours yet, see tests/test_serve.py). With
+(the shipped student paints too few garment pixels in the garment's colour to name it, see tests/test_serve.py). With
 FC_JAX_STUDIO_SCREENSHOT=PATH the page is also saved as a PNG there after the switch (docs/studio.png).
 """
 
