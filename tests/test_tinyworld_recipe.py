@@ -191,6 +191,9 @@ def test_recipe_smoke_ship_and_bench(tmp_path):
         assert len(row["vq_per_chunk"]) == len(row["amp_per_chunk"]) == 14 and 0 <= row["late_vq"] <= 1
     assert {"in_context_over_channel_concat_garment", "in_context_below_channel_concat_eval_loss",
             "gr_dmd_over_naive_late"} <= set(ab["ablation_goals"])
+    # every other tau is compared with naive DMD under its own key
+    other_taus = {f"{n}_over_naive_late" for n in TABLE3 if n.startswith("gr_dmd_tau_") and n != "gr_dmd_tau_0.2"}
+    assert other_taus and other_taus <= set(ab["ablation_goals"])
     assert "## Table 2" in ab_report.read_text() and (tmp_path / "ablations_table3_chunks.png").exists()
 
     # fc_jax.eval generate streams a tiny-world bench with the student and the light decoder of these weights.

@@ -53,10 +53,16 @@ def reward_weights(frame_rewards, num_latent_frames: int, chunk_frames: int = 3,
     return jax.nn.softmax(per_frame / -temperature, axis=-1)
 
 
-def gr_dmd_loss(generated, real_x0, fake_x0, frame_rewards, *, temperature: float = 0.2, chunk_frames: int = 3):
-    """Gradient-reweighted DMD: 0.5 · Σ_f w_f · mean over (H, W, C) of (x_f − sg(x_f − grad_f))², per example [B],
-    with w = `reward_weights(frame_rewards, F, chunk_frames, temperature)` (no gradient through the rewards).
-    Uniform rewards give w = 1/F, i.e. exactly `dmd_loss`."""
+def weighted_dmd_loss(generated, real_x0, fake_x0, frame_weights):
+    """0.5 · Σ_f w_f · mean over (H, W, C) of (x_f − sg(x_f − grad_f))², per example [B]; `frame_weights` [B, F]
+    (no gradient through them). w = 1/F is exactly `dmd_loss`."""
     grad = dmd_gradient(generated, real_x0, fake_x0)
-    w = jax.lax.stop_gradient(reward_weights(frame_rewards, generated.shape[1], chunk_frames, temperature))
+    w = jax.lax.stop_gradient(frame_weights)
     return 0.5 * (w * _per_frame_mse_to_target(generated, grad)).sum(axis=1)
+
+
+def gr_dmd_loss(generated, real_x0, fake_x0, frame_rewards, *, temperature: float = 0.2, chunk_frames: int = 3):
+    """Gradient-reweighted DMD: `weighted_dmd_loss` with w = `reward_weights(frame_rewards, F, chunk_frames,
+    temperature)`. Uniform rewards give w = 1/F, i.e. exactly `dmd_loss`."""
+    w = reward_weights(frame_rewards, generated.shape[1], chunk_frames, temperature)
+    return weighted_dmd_loss(generated, real_x0, fake_x0, w)

@@ -5,9 +5,9 @@ the recipe (`python -m fc_jax.tinyworld ablations --workdir=DIR [--tables=table2
   (the recipe's teacher trains 1500): in-context full fine-tuning (the recipe's config), channel-concat full
   fine-tuning (`model.condition = "channel_concat"`), in-context attention-only (`train.trainable =
   "attention"`) and in-context LoRA (`train.trainable = "lora"`, exported merged).
-- Table 3, stage 3 three ways, each from the recipe's teacher-forcing student and teacher for `TABLE3_STEPS`
-  iterations (500, the recipe's student's too): naive DMD (`distill.reward = "none"`), GR-DMD at tau 0.2 (the
-  recipe's and the paper's) and at tau 0.05 (see `TABLE3`).
+- Table 3, stage 3 three ways, each from the recipe's teacher-forcing student and teacher for as many iterations
+  as the recipe's student (`tinyworld_gr_dmd`'s `train.steps`, 500): naive DMD (`distill.reward = "none"`),
+  GR-DMD at tau 0.2 (the recipe's and the paper's) and at tau 0.05 (see `TABLE3`).
 
 Within a table every variant trains the same steps on the same data from the same start, the learning-rate
 schedule scaled to its steps. Each writes `DIR/ablations/<name>` (the run) and `DIR/ablations/<name>_params`
@@ -36,7 +36,7 @@ TABLE3 = {  # name -> overrides of the recipe's stage-3 config
     "gr_dmd_tau_0.05": {"distill.temperature": 0.05},
 }
 TABLES = {"table2": ("sft", TABLE2), "table3": ("gr_dmd", TABLE3)}
-TABLE2_STEPS, TABLE3_STEPS = 500, 500
+TABLE2_STEPS = 500  # Table 3's variants train as many iterations as the recipe's stage 3 (`tinyworld_gr_dmd`)
 SMOKE_STEPS = 2  # the suite's variant
 
 
@@ -49,7 +49,13 @@ def params_dir(workdir: str, name: str) -> str:
 
 
 def steps_of(table: str, variant: str) -> int:
-    return SMOKE_STEPS if variant == "smoke" else {"table2": TABLE2_STEPS, "table3": TABLE3_STEPS}[table]
+    if variant == "smoke":
+        return SMOKE_STEPS
+    if table == "table2":
+        return TABLE2_STEPS
+    from fc_jax.config import load_config
+
+    return int(load_config(recipe.config_name("gr_dmd")).train.steps)
 
 
 def variant_config(table: str, name: str, workdir: str, variant: str = ""):

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from fc_jax import flow, kv_cache
-from fc_jax.losses import dmd_loss, gr_dmd_loss, reward_weights
+from fc_jax.losses import dmd_loss, reward_weights, weighted_dmd_loss
 from fc_jax.models import dit
 from fc_jax.training.rollout import self_forcing_rollout
 from fc_jax.training.sharding import Rules, replicated, tree_shardings
@@ -181,11 +181,9 @@ class Distiller:
         if self.reward is None:
             losses = dmd_loss(x, real_x0, fake_x0)
         else:
-            chunk_frames = int(self.config.student.chunk_frames)
             rewards = jax.lax.stop_gradient(self.reward.fn(reward_params, jax.lax.stop_gradient(x)))
-            losses = gr_dmd_loss(x, real_x0, fake_x0, rewards, temperature=self.temperature,
-                                 chunk_frames=chunk_frames)
-            w = reward_weights(rewards, x.shape[1], chunk_frames, self.temperature)
+            w = reward_weights(rewards, x.shape[1], int(self.config.student.chunk_frames), self.temperature)
+            losses = weighted_dmd_loss(x, real_x0, fake_x0, w)  # GR-DMD (`gr_dmd_loss`), its weights kept
             # How far the reweighting is from plain DMD: 1 when every frame weighs the same.
             aux.update(reward=rewards.mean(), weight_max_over_min=(w.max(axis=1) / w.min(axis=1)).mean())
         return losses.mean(), aux
