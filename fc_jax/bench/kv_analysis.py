@@ -22,7 +22,7 @@ import functools
 
 import numpy as np
 
-from fc_jax.bench.tinyworld_tables import ONE_SWITCH, SWITCH_KEYS, TinyWorld, _score_switches, _switch_case, mean_rows
+from fc_jax.bench.tinyworld_tables import ONE_SWITCH, SWITCH_KEYS, TinyWorld, score_switches, switch_case, mean_rows
 from fc_jax.tinyworld.spec import full_caption
 
 PROBE_CASE = (69, 33)  # (frames, switch frame): chunks start at 0, 9, 21, 33, 45, 57; the switch is before chunk 3
@@ -49,7 +49,7 @@ def _cases(tw: TinyWorld, samples: int, frames: int, switch_frames):
     out = []
     for spec in tw.specs(samples, frames):
         first = render_sample(dataclasses.replace(spec, num_frames=1))
-        garments, segments = _switch_case(spec, switch_frames)
+        garments, segments = switch_case(spec, switch_frames)
         pictures = [render_garment_image(g, spec.height, spec.width)[0] for g in garments]
         out.append((spec, first.reference, first.garment, garments, segments, pictures))
     return out
@@ -161,7 +161,7 @@ def _edit_rows(tw: TinyWorld, samples: int, seed: int) -> dict:
                         kept = int(session.cache.valid_history_chunks())
                 made.append(session.next_chunk())
             scored += [{**row, "history_kept": float(kept)} for row in
-                       _score_switches(np.concatenate(made), reference, garments, segments, chunk_frames)]
+                       score_switches(np.concatenate(made), reference, garments, segments, chunk_frames)]
         out[name] = mean_rows(scored)
     return out
 

@@ -229,11 +229,11 @@ def switch_ceiling(vae_params, cases, chunk_frames: int) -> dict:
         (seg, _, _), = segments
         truth = render_sample(dataclasses.replace(spec, target=garments[0], switch_frame=seg.switch_frame,
                                                   switch_garment=garments[1]))
-        rows += _score_switches(reconstruct(vae_params, truth.video), reference, garments, segments, chunk_frames)
+        rows += score_switches(reconstruct(vae_params, truth.video), reference, garments, segments, chunk_frames)
     return mean_rows(rows)
 
 
-def _switch_case(spec, switch_frames):
+def switch_case(spec, switch_frames):
     """(spec of the video with its first garment, [garment per segment], per-segment (spec, start, end))."""
     from fc_jax.tinyworld.spec import with_switch
 
@@ -258,11 +258,13 @@ def switch_cases(specs, switch_frames) -> list[tuple]:
 
     specs = list(specs)
     firsts = [render_sample(dataclasses.replace(spec, num_frames=1)) for spec in specs]  # reference, garment
-    return [(spec, first.reference, first.garment, *_switch_case(spec, switch_frames))
+    return [(spec, first.reference, first.garment, *switch_case(spec, switch_frames))
             for spec, first in zip(specs, firsts)]
 
 
-def _score_switches(video, reference, garments, segments, chunk_frames: int) -> list[dict]:
+def score_switches(video, reference, garments, segments, chunk_frames: int) -> list[dict]:
+    """Per segment of `video` [F, H, W, 3] (`switch_case`'s), its `SWITCH_KEYS` switch metrics and
+    `garment_after_hgc`, the new garment's hgc over the frames from the switch on."""
     from fc_jax.tinyworld import metrics
     from fc_jax.tinyworld.render import render_garment_image
 
@@ -297,7 +299,7 @@ def switching(tw: TinyWorld, samples: int, seed: int) -> dict:
                 images = {s: render_garment_image(g, spec.height, spec.width)[0]
                           for s, g in zip(switch_frames, garments[1:])}
                 video = np.concatenate(list(session.stream(frames, images, progress=False)))
-                rows += _score_switches(video, reference, garments, segments, chunk_frames)
+                rows += score_switches(video, reference, garments, segments, chunk_frames)
             out[case][name] = mean_rows(rows)
         if len(switch_frames) == 1:
             out[case]["vae_ceiling"] = switch_ceiling(tw.params["vae"], cases, chunk_frames)
