@@ -1,5 +1,5 @@
 """The tiny world's model pieces: the VAE's one-pass training path equals its streaming path, random clip windows,
-the caption tokenizer, the shipped-weights format, the TI2V input and sampler, and the motion-direction metric's
+the caption tokenizer, the shipped-weights format, the TI2V input, sampler and base loss, and the motion-direction metric's
 calibration."""
 
 from __future__ import annotations
@@ -221,6 +221,33 @@ def test_ti2v_inputs_and_sampler_keep_the_first_frame():
     np.testing.assert_array_equal(out[:, :1], first)
     assert out.shape == noise.shape and bool(jnp.all(jnp.isfinite(out)))
     assert float(jnp.abs(out[:, 1:] - noise[:, 1:]).mean()) > 0.01  # the later frames were denoised
+
+
+def test_base_loss_is_image_to_video_or_text_to_video(tiny_dit):
+    """`train.text_to_video_prob` 0: the TI2V loss (frame 0 clean at timestep 0 and left out of the loss); 1: the
+    text-to-video loss (every frame noised at t and counted); both computed here from the model's forward; a
+    probability outside [0, 1] is named."""
+    from fc_jax.flow import add_noise, flow_target, sample_training_timesteps
+    from fc_jax.models import dit
+    from fc_jax.training.stages.base import base_loss
+
+    config, model, params = tiny_dit
+    video = jax.random.normal(jax.random.key(1), (2, 3, 4, 4, 48))
+    batch = {"video": video, "context": jax.random.normal(jax.random.key(2), (2, 5, config.model.text_dim))}
+    key = jax.random.key(3)
+    key_t, key_noise = jax.random.split(key)
+    t, weight = sample_training_timesteps(key_t, (2,), 3.0)
+    noise = jax.random.normal(key_noise, video.shape)
+    noisy, target, t = add_noise(video, noise, t), flow_target(video, noise), jnp.floor(t)
+    i2v = dit.ti2v_forward(model, params, video[:, :1], noisy, t, batch["context"]) - target
+    t2v = model.apply({"params": params}, noisy, jnp.repeat(t[:, None], 3, axis=1), batch["context"]) - target
+    expected_i2v = jnp.mean(jnp.mean(jnp.square(i2v[:, 1:]), axis=(1, 2, 3, 4)) * weight)
+    expected_t2v = jnp.mean(jnp.mean(jnp.square(t2v), axis=(1, 2, 3, 4)) * weight)
+    assert abs(float(expected_i2v - expected_t2v)) > 1e-3 * float(expected_i2v)  # the two tasks differ here
+    np.testing.assert_allclose(base_loss(model, 3.0, params, batch, key), expected_i2v, rtol=1e-5)
+    np.testing.assert_allclose(base_loss(model, 3.0, params, batch, key, 1.0), expected_t2v, rtol=1e-5)
+    with pytest.raises(ValueError, match="text_to_video_prob must be in"):
+        base_loss(model, 3.0, params, batch, key, 1.5)
 
 
 def _spec_with_motion(kind: str, speed: str = ""):
