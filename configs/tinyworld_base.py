@@ -38,6 +38,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # but the student's garment consistency falls (hgc 0.106 against 0.134; 0.78x the teacher's against 1.19x), and
     # after a switch the new garment's share (0.35 against 0.38) and the garment score (0.26 against 0.29) too:
     # the shipped student is judged on its garment, so the recipe keeps 2000 steps.
+    # Tried and not adopted (run tw15x, 2026-12-08): half the samples text-to-video (`train.text_to_video_prob`
+    # 0.5, frame 0 noised and in the loss; the recipe trains image-to-video only, frame 0 always given, so the base
+    # never draws a first frame and stage 1 starts from that). The stage-1 teacher from it draws a better first
+    # frame (per-frame VQ 0.693 against 0.658, frames 1-4 0.790 against 0.774; 8 held-out samples, 20 UniPC steps)
+    # and keeps identity better (0.437 against 0.408), but its garment falls (hgc 0.157 against 0.171, lgc 0 against
+    # 0.026) and so does its direction (0.5 against 1.0), and the base's own TI2V motion accuracy drops to 0.42
+    # against 0.67 (walks 0 against 0.43; 24 samples): at 2000 steps the image-to-video task gets half the steps.
     c.optim.update(dict(lr=1e-3, warmup_steps=100, schedule="cosine", decay_steps=2000, decay_factor=0.05,
                         clip_norm=1.0, grad_accum_steps=1, weight_decay=0.0))
     c.train.update(dict(steps=2000, global_batch=8, seed=0, ema_decay=0.995, ema_start=0, log_every=25,
