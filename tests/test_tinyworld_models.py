@@ -1,6 +1,6 @@
 """The tiny world's model pieces: the VAE's one-pass training path equals its streaming path, random clip windows,
-the caption tokenizer, the shipped-weights format, the TI2V input, sampler and base loss, and the motion-direction metric's
-calibration."""
+the caption tokenizer, the shipped-weights format, the TI2V input, sampler and base loss, and the
+motion-direction metric's calibration."""
 
 from __future__ import annotations
 

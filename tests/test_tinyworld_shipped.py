@@ -26,7 +26,7 @@ import pytest
 from fc_jax.bench.tinyworld_tables import TinyWorld, score_switches, switch_cases
 from fc_jax.sampling.streaming import StreamingSession
 from fc_jax.tinyworld import metrics
-from fc_jax.tinyworld.render import render_background, render_garment_image, render_sample
+from fc_jax.tinyworld.render import render_garment_image, render_sample
 from fc_jax.tinyworld.spec import Motion, full_caption
 from fc_jax.tinyworld.weights import SHIPPED
 
@@ -35,10 +35,9 @@ MOTION_SAMPLES, LONG_FRAMES = 3, 165
 MISSED = dict(strict=True, raises=AssertionError)  # a strict expected failure: an unexpected pass fails the suite
 
 
-def _once_per_session(name: str, build):
-    """`build()`, computed by the first pytest-xdist worker that asks and read back by the others from the
-    session's test cache folder (conftest's `FC_JAX_TEST_CACHE`), keyed by this file, fc_jax's sources and the
-    shipped weights (a cache folder kept between runs never serves streams of other code or weights)."""
+@functools.cache
+def _inputs_digest() -> str:
+    """A hash of this file, fc_jax's sources and the shipped weights: what the cached streams depend on."""
     package = os.path.dirname(os.path.dirname(SHIPPED))
     files = [__file__] + sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True)) + sorted(
         glob.glob(os.path.join(SHIPPED, "*.safetensors")))
@@ -46,7 +45,14 @@ def _once_per_session(name: str, build):
     for file in files:
         with open(file, "rb") as f:
             digest.update(f.read())
-    path = os.path.join(os.environ["FC_JAX_TEST_CACHE"], f"{name}-{digest.hexdigest()[:16]}.pkl")
+    return digest.hexdigest()[:16]
+
+
+def _once_per_session(name: str, build):
+    """`build()`, computed by the first pytest-xdist worker that asks and read back by the others from the
+    session's test cache folder (conftest's `FC_JAX_TEST_CACHE`), keyed by `_inputs_digest` (a cache folder kept
+    between runs never serves streams of other code or weights)."""
+    path = os.path.join(os.environ["FC_JAX_TEST_CACHE"], f"{name}-{_inputs_digest()}.pkl")
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.exists(path):
@@ -141,17 +147,13 @@ def _long_streams(tw, session):
     return out
 
 
-def _speed(video, spec) -> float:
-    """Least-squares speed (px / frame, + = right) of the figure's centre over `video`."""
-    cx = metrics.track(metrics.classify(video, render_background(spec))).cx
-    return float(np.polyfit(np.arange(len(cx)), np.nan_to_num(cx, nan=float(np.nanmean(cx))), 1)[0])
-
-
 def test_the_student_reads_the_captions_direction(long_streams):
     """Per person, over the first 45 frames (the training clips' length): the walk to the right goes further right
-    than the walk to the left, and standing still moves less than half that difference."""
+    than the walk to the left (`motion/speed_px`, the least-squares speed of the figure's centre), and standing
+    still moves less than half that difference."""
     for spec, _, videos in long_streams:
-        v = {kind: _speed(video[:45], spec) for kind, video in videos.items()}
+        early = dataclasses.replace(spec, num_frames=45)
+        v = {kind: metrics.motion_metrics(video[:45], early)["speed_px"] for kind, video in videos.items()}
         assert v["walk_right"] > v["walk_left"], (spec.seed, v)
         assert abs(v["stand"]) < 0.5 * (v["walk_right"] - v["walk_left"]), (spec.seed, v)
 
